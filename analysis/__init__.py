@@ -1,0 +1,1 @@
+"""Results of a search: targets, ranking and best-config export."""

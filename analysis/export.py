@@ -1,0 +1,169 @@
+"""Best-config files: everything needed to train a trial's recipe again."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from analysis.ranking import RankedTrial
+from analysis.targets import Target, verdicts
+from trainables.phases import PhasePlan
+
+__all__ = ["BestConfig", "expand_plan", "export_best", "load_best", "versions"]
+
+FORMAT = "phasetune/best-config/v1"
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries a result depends on."""
+    found = {"python": platform.python_version()}
+    for package in ("phasetune", "torch", "ray", "optuna"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def expand_plan(plan: PhasePlan) -> list[dict[str, Any]]:
+    """The plan as a reader wants it: per phase its epochs, lr and trained groups."""
+    rows = []
+    for phase in plan.phases:
+        groups = phase.trainable_groups(plan.model.num_groups)
+        rows.append(
+            {
+                "name": phase.name,
+                "epochs": phase.epochs,
+                "lr": phase.lr,
+                "lr_schedule": phase.lr_schedule.kind,
+                "trainable": phase.trainable,
+                "trainable_groups": groups,
+                "frozen_groups": [g for g in range(plan.model.num_groups) if g not in groups],
+                "tasks": list(phase.tasks),
+                "early_stopping_patience": (
+                    phase.early_stopping.patience if phase.early_stopping else None
+                ),
+            }
+        )
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    """Values YAML and JSON both write (numpy scalars and tuples become plain)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+class BestConfig(dict):
+    """The parsed contents of a best-config file."""
+
+    @property
+    def plan(self) -> PhasePlan:
+        return PhasePlan.from_dict(self["plan"])
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        return tuple(
+            Target(
+                metric=t["metric"],
+                threshold=t["threshold"],
+                direction=t["direction"],
+                source=t.get("source", ""),
+                assumed=t.get("assumed", False),
+            )
+            for t in self["targets"]
+        )
+
+
+def export_best(
+    trial: RankedTrial,
+    targets: Sequence[Target],
+    out_dir: str | os.PathLike[str],
+    *,
+    experiment: str,
+    experiment_dir: str,
+) -> tuple[Path, Path]:
+    """Write ``best.yaml`` and ``best.json`` for ``trial``; return their paths."""
+    record = trial.record
+    if record.plan is None:
+        raise ValueError(f"trial {record.trial_id} has no plan to export")
+    plan = PhasePlan.from_dict(record.plan)
+    metrics = {k: v for k, v in record.metrics.items() if isinstance(v, (int, float))}
+    document = _plain(
+        {
+            "format": FORMAT,
+            "experiment": experiment,
+            "experiment_dir": experiment_dir,
+            "trial_id": record.trial_id,
+            "rank": trial.rank,
+            "status": record.status,
+            "strategy": record.strategy,
+            "params": dict(record.params),
+            "phases": expand_plan(plan),
+            "metrics": metrics,
+            "target_score": trial.target_score,
+            "targets_met": trial.targets_met,
+            "targets": verdicts(record.metrics, targets),
+            "seed": plan.seed,
+            "plan": plan.to_dict(),
+            "provenance": {
+                "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "versions": versions(),
+                "git_commit": _git_commit(),
+            },
+        }
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    yaml_path, json_path = out / "best.yaml", out / "best.json"
+    header = (
+        f"# Best configuration of experiment {experiment!r} (trial {record.trial_id}).\n"
+        f"# Train it again with: phasetune train {yaml_path}\n"
+    )
+    _write_atomic(yaml_path, header + yaml.safe_dump(document, sort_keys=False))
+    _write_atomic(json_path, json.dumps(document, indent=2) + "\n")
+    return yaml_path, json_path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def load_best(path: str | os.PathLike[str]) -> BestConfig:
+    """Read a best-config file (YAML or JSON); ValueError if it is not one."""
+    text = Path(path).read_text()
+    document = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a phasetune best-config file (format {FORMAT})")
+    PhasePlan.from_dict(document["plan"]).validate()
+    return BestConfig(document)

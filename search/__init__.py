@@ -1,0 +1,1 @@
+"""The experiment: config schema, Tuner assembly and the command line."""

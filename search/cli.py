@@ -1,0 +1,232 @@
+"""The ``phasetune`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from search.config import ConfigError, load_experiment
+from search.progress import plan_summary
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="phasetune",
+    help="Search phased training strategies with Ray Tune and Optuna.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Piped or logged output gets a wide console, so the ranking table does not wrap.
+console = Console(width=None if sys.stdout.isatty() else 160)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+def _fail(message: str) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-2 and value else f"{value:.{digits}f}"
+    return "-" if value is None else str(value)
+
+
+def ranking_table(ranked: list[Any], targets: int, limit: int | None = None) -> Table:
+    table = Table(title="Trials ranked: targets met, then target_score, then epochs")
+    for column in (
+        "#",
+        "trial",
+        "strategy",
+        "recipe",
+        "val/acc",
+        "targets",
+        "target_score",
+        "epochs",
+        "status",
+    ):
+        table.add_column(
+            column,
+            justify="right" if column not in ("strategy", "recipe", "status", "trial") else "left",
+        )
+    for item in ranked[:limit]:
+        record = item.record
+        status = record.status if not record.error else f"failed: {record.error}"
+        table.add_row(
+            str(item.rank),
+            record.trial_id,
+            record.strategy,
+            plan_summary(record.plan),
+            _fmt(record.metrics.get("val/acc")),
+            f"{item.targets_met}/{targets}",
+            _fmt(item.target_score),
+            str(record.epochs),
+            status,
+        )
+    return table
+
+
+@app.command()
+def run(
+    experiment: Annotated[
+        Path | None,
+        typer.Argument(help="Experiment YAML; omit it for the built-in quickstart."),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Override the experiment's name.")] = None,
+    num_samples: Annotated[
+        int | None, typer.Option("--num-samples", "-n", help="Override search.num_samples.")
+    ] = None,
+    results_dir: Annotated[
+        str | None, typer.Option(help="Override storage.path (where experiments go).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Move an existing experiment of that name aside and start anew.")
+    ] = False,
+) -> None:
+    """Search strategies as the experiment file says; print the ranking, export the best."""
+    try:
+        config = load_experiment(experiment)
+        config = _with_overrides(
+            config, name=name, num_samples=num_samples, results_dir=results_dir
+        )
+        from search.experiment import run_search
+
+        outcome = run_search(
+            config,
+            overwrite=overwrite,
+            on_stage=lambda message: console.print(f"[dim]phasetune:[/] {message}"),
+        )
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    console.print(ranking_table(outcome.ranked, len(config.target_list())))
+    console.print(f"experiment: {outcome.experiment_dir}")
+    if outcome.best_yaml is not None:
+        console.print(f"best config: {outcome.best_yaml}  (and {outcome.best_json.name})")
+        console.print(f"train it again: phasetune train {outcome.best_yaml}")
+    else:
+        errors.print("no trial finished; nothing was exported")
+    console.print(f"wall time: {outcome.wall_seconds:.0f} s")
+
+
+def _with_overrides(config: Any, **overrides: Any) -> Any:
+    from pydantic import ValidationError
+
+    from search.config import ExperimentConfig, format_validation_error
+
+    raw = config.model_dump()
+    if overrides.get("name") is not None:
+        raw["name"] = overrides["name"]
+    if overrides.get("num_samples") is not None:
+        raw["search"]["num_samples"] = overrides["num_samples"]
+    if overrides.get("results_dir") is not None:
+        raw["storage"]["path"] = overrides["results_dir"]
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, "command line")) from None
+
+
+@app.command()
+def train(
+    best: Annotated[Path, typer.Argument(help="A best.yaml (or best.json) written by a search.")],
+    output: Annotated[
+        Path | None, typer.Option(help="Where to write the model and TensorBoard events.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the output's last checkpoint.")
+    ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="Torch threads; the search's count reproduces its numbers."),
+    ] = None,
+) -> None:
+    """Train a best-config file's plan again, from that file alone."""
+    from analysis.export import load_best
+
+    try:
+        document = load_best(best)
+    except FileNotFoundError:
+        raise _fail(f"{best}: no such file; give a best.yaml written by `phasetune run`") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise _fail(f"{best}: {error}") from None
+    from trainables.launch import train_locally
+
+    out = output or best.parent / f"retrain-{time.strftime('%Y%m%d-%H%M%S')}"
+    if out.exists() and not resume:
+        raise _fail(f"--output: {out} exists; choose another directory or pass --resume")
+    plan = document.plan
+    console.print(
+        f"retraining trial {document['trial_id']} ({plan.strategy}), {plan.total_epochs} epochs"
+    )
+
+    def show(metrics: dict[str, Any]) -> None:
+        console.print(
+            f"  phase {metrics['phase']} epoch {metrics['epoch']:>3}:"
+            f" val/acc {metrics['val/acc']:.4f}  val/loss {metrics['val/loss']:.4f}"
+        )
+
+    reporter = train_locally(
+        plan, document.targets, out, on_report=show, resume=resume, threads=threads
+    )
+    final = reporter.history[-1] if reporter.history else {}
+    (out / "retrain.json").write_text(
+        json.dumps(
+            {"searched": document["metrics"], "retrained": final, "history": reporter.history},
+            indent=2,
+            default=str,
+        )
+        + "\n"
+    )
+    table = Table(title="Searched vs retrained")
+    table.add_column("metric")
+    table.add_column("searched", justify="right")
+    table.add_column("retrained", justify="right")
+    for metric in ("val/acc", "val/loss", "target_score", "targets_met", "epoch"):
+        table.add_row(metric, _fmt(document["metrics"].get(metric)), _fmt(final.get(metric)))
+    console.print(table)
+    console.print(f"model: {out / 'model.pt'}\ntensorboard: {out / 'tensorboard'}")
+
+
+@app.command()
+def pretrain(
+    experiment: Annotated[
+        Path | None, typer.Argument(help="Experiment YAML whose backbone to pretrain.")
+    ] = None,
+) -> None:
+    """Pretrain the experiment's backbone on the synthetic source task (cached)."""
+    try:
+        config = load_experiment(experiment)
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    from trainables.models import ensure_pretrained, pretrained_backbone_path
+
+    spec = config.model_spec()
+    if spec.pretrained is None:
+        raise _fail("model.pretrain.enabled: is false, so there is nothing to pretrain")
+    cached = pretrained_backbone_path(spec).exists()
+    logging.getLogger("trainables.models").setLevel(logging.INFO)
+    path = ensure_pretrained(spec)
+    console.print(f"{'cached' if cached else 'pretrained'} backbone: {path}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

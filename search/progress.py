@@ -1,0 +1,95 @@
+"""One line per trial event on the console, instead of Tune's per-trial tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+from rich.console import Console
+
+from trainables.launch import plan_for_trial
+from trainables.phases import PlanError
+from trainables.strategies import PlanContext
+
+__all__ = ["PlanRecorder", "TrialProgress", "describe_trial", "plan_summary"]
+
+
+def plan_summary(plan: dict[str, Any] | None) -> str:
+    """A plan in one line: epochs, lr and unfrozen groups per phase, batch size."""
+    if not plan:
+        return "-"
+    phases = plan["phases"]
+    epochs = "+".join(str(p["epochs"]) for p in phases)
+    lrs = "/".join(f"{p['lr']:.0e}" for p in phases)
+    trainable = "/".join(str(p["trainable"]) for p in phases)
+    return f"{epochs} ep, lr {lrs}, train {trainable}, bs {plan['batch_size']}"
+
+
+def describe_trial(config: dict[str, Any], context: PlanContext) -> str:
+    """Strategy and plan summary of a trial's config."""
+    try:
+        plan = plan_for_trial(config, context).to_dict()
+    except (PlanError, KeyError) as error:
+        return f"{config.get('strategy')} (invalid plan: {error})"
+    return f"{plan['strategy']} {plan_summary(plan)}"
+
+
+class TrialProgress(Callback):
+    """Prints when a trial starts, finishes, is stopped early or fails.
+
+    It holds only picklable state (Tune saves callbacks with the experiment).
+    """
+
+    def __init__(self, context: PlanContext, total: int) -> None:
+        self.context = context
+        self.total = total
+        self.finished = 0
+
+    def print_line(self, message: str) -> None:
+        width = None if sys.stdout.isatty() else 160
+        Console(width=width).print(f"[dim]phasetune:[/] {message}", highlight=False)
+
+    def describe(self, config: dict[str, Any]) -> str:
+        return describe_trial(config, self.context)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.print_line(f"trial {trial.trial_id} started: {self.describe(trial.config)}")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.finished += 1
+        result = trial.last_result or {}
+        how = "finished" if result.get("plan_complete") else "stopped early by the scheduler"
+        self.print_line(
+            f"trial {trial.trial_id} {how} after {result.get('epoch', 0)} epochs:"
+            f" val/acc {result.get('val/acc', float('nan')):.4f},"
+            f" target_score {result.get('target_score', float('nan')):.4f}"
+            f" [{self.finished} of {self.total} trials done]"
+        )
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.finished += 1
+        reason = str(getattr(trial, "error_msg", "") or "see its error.txt").strip().splitlines()
+        self.print_line(f"trial {trial.trial_id} failed: {reason[-1] if reason else ''}")
+
+
+class PlanRecorder(Callback):
+    """Writes each trial's expanded plan to ``<experiment>/plans/<trial id>.json`` when
+    it starts, so the results table can show plans without rebuilding them."""
+
+    def __init__(self, context: PlanContext, experiment_dir: str) -> None:
+        self.context = context
+        self.plans_dir = Path(experiment_dir) / "plans"
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        try:
+            plan = plan_for_trial(trial.config, self.context).to_dict()
+        except (PlanError, KeyError):
+            return  # the trial itself fails with the reason
+        self.plans_dir.mkdir(parents=True, exist_ok=True)
+        partial = self.plans_dir / f".{trial.trial_id}.json.partial"
+        partial.write_text(json.dumps(plan, indent=1))
+        os.replace(partial, self.plans_dir / f"{trial.trial_id}.json")

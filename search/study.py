@@ -1,0 +1,59 @@
+"""The Optuna side of a search: a searcher that tells the study what really happened.
+
+Ray's ``OptunaSearch`` tells every trial that reported anything as COMPLETE with
+its last value - a trial the scheduler stopped after two epochs then looks to TPE
+like a finished recipe - and a NaN value makes its ``study.tell`` fail, so the
+sampler never hears of that trial. Here a trial that did not run its plan to the
+end is PRUNED, one that errored or scored NaN is FAILED (with the reason as a
+user attribute), and only finished plans are COMPLETE.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+__all__ = ["StudySearch", "trial_state"]
+
+
+def trial_state(
+    result: dict[str, Any] | None, metric: str, error: bool
+) -> tuple[TrialState, float | None, str | None]:
+    """Optuna state, value and failure reason for a finished Tune trial."""
+    value = (result or {}).get(metric)
+    if error:
+        return TrialState.FAIL, None, "the trial raised an error (see its error.txt)"
+    if value is None:
+        return TrialState.FAIL, None, f"the trial reported no {metric}"
+    if not math.isfinite(value):
+        return TrialState.FAIL, None, f"{metric} is {value}: the run diverged"
+    if not result.get("plan_complete"):
+        return TrialState.PRUNED, None, None
+    return TrialState.COMPLETE, float(value), None
+
+
+class StudySearch(OptunaSearch):
+    """``OptunaSearch`` with honest trial states (see the module docstring)."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        value = result.get(self.metric)
+        # Optuna refuses non-finite intermediate values; the trial ends failed anyway.
+        if value is not None and math.isfinite(value):
+            self._ot_trials[trial_id].report(value, int(result.get("epoch", 0)))
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        state, value, reason = trial_state(result, self.metric, error)
+        if reason is not None:
+            ot_trial.set_user_attr("fail_reason", reason)
+        if result:
+            ot_trial.set_user_attr("epochs", int(result.get("epoch", 0)))
+        self._ot_study.tell(ot_trial, value, state=state)
+        self._completed_trials.add(trial_id)

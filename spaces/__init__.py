@@ -1,0 +1,86 @@
+"""Search spaces: one module per strategy family, plus the documented baselines.
+
+The search samples the strategy itself as a parameter, so one Optuna study
+compares strategies; each strategy's parameters are sampled under
+``<strategy>/<param>`` only when that strategy is drawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optuna
+
+from spaces.params import Categorical, Fixed, FloatRange, IntRange, Param, SpaceError
+from spaces.progressive import progressive_space
+from spaces.single_phase import single_phase_space
+from spaces.strategy_space import Baseline, StrategySpace
+
+__all__ = [
+    "SPACES",
+    "Baseline",
+    "Categorical",
+    "Fixed",
+    "FloatRange",
+    "IntRange",
+    "Param",
+    "SearchSpace",
+    "SpaceError",
+    "StrategySpace",
+    "build_search_space",
+]
+
+#: Space builders by strategy name; each takes the backbone's number of layer groups.
+SPACES: dict[str, Callable[[int], StrategySpace]] = {
+    "progressive": progressive_space,
+    "single_phase": single_phase_space,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """The strategies one experiment compares, as one define-by-run space."""
+
+    strategies: tuple[StrategySpace, ...]
+
+    def define_by_run(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Optuna define-by-run function: strategy first, then its parameters.
+
+        Returns the fixed parameters, which Optuna does not sample but the trial's
+        config must still carry.
+        """
+        by_name = {space.strategy: space for space in self.strategies}
+        strategy = trial.suggest_categorical("strategy", list(by_name))
+        space = by_name[strategy]
+        values = space.sample(trial)
+        return {
+            space.optuna_name(name): values[name]
+            for name, domain in space.params.items()
+            if isinstance(domain, Fixed)
+        }
+
+    def points_to_evaluate(self) -> list[dict[str, Any]]:
+        """Every strategy's documented baselines, in the order they are given."""
+        return [point for space in self.strategies for point in space.baseline_points()]
+
+    def baselines(self) -> list[tuple[str, Baseline]]:
+        return [(space.strategy, b) for space in self.strategies for b in space.baselines]
+
+
+def build_search_space(strategies: Mapping[str, Mapping[str, Any]], num_groups: int) -> SearchSpace:
+    """The space over ``strategies`` (name -> parameter overrides).
+
+    Raises:
+        SpaceError: an unknown strategy or parameter, or an override that cannot
+            be sampled.
+    """
+    spaces = []
+    for name, overrides in strategies.items():
+        if name not in SPACES:
+            raise SpaceError(f"strategies.{name}: unknown strategy; use one of {', '.join(SPACES)}")
+        spaces.append(SPACES[name](num_groups).with_overrides(overrides))
+    if not spaces:
+        raise SpaceError("strategies: name at least one strategy to search")
+    return SearchSpace(tuple(spaces))

@@ -1,0 +1,50 @@
+"""Progressive unfreezing: the transfer-learning document's ranges and its own recipe."""
+
+from __future__ import annotations
+
+from spaces.params import Categorical, FloatRange, IntRange
+from spaces.strategy_space import Baseline, StrategySpace
+
+__all__ = ["progressive_space"]
+
+
+def progressive_space(num_groups: int) -> StrategySpace:
+    """Phase lengths, unfreeze depth, base lr and its per-phase decay, batch, dropout.
+
+    Args:
+        num_groups: Layer groups of the backbone; phase 2 unfreezes 1 to
+            ``num_groups - 1`` of them (phase 3 unfreezes all).
+    """
+    # "Unfreeze top 25-50% of layers in phase 2": the baseline takes the lower end,
+    # as "layers 140+" of a 155-layer backbone is the top tenth.
+    documented_depth = max(1, round(num_groups * 0.25))
+    return StrategySpace(
+        strategy="progressive",
+        params={
+            "frozen_epochs": IntRange(1, 5),
+            "partial_epochs": IntRange(1, 5),
+            "full_epochs": IntRange(1, 6),
+            "unfreeze_depth": IntRange(1, max(1, num_groups - 1)),
+            "base_lr": FloatRange(1e-4, 1e-2, log=True),
+            "lr_decay": FloatRange(2.0, 20.0, log=True),
+            "batch_size": Categorical((32, 64)),
+            "dropout": FloatRange(0.0, 0.5),
+        },
+        baselines=(
+            Baseline(
+                name="document: progressive 3+3+4",
+                params={
+                    "frozen_epochs": 3,
+                    "partial_epochs": 3,
+                    "full_epochs": 4,
+                    "unfreeze_depth": documented_depth,
+                    "base_lr": 1e-3,
+                    "lr_decay": 10.0,
+                    "batch_size": 32,
+                    "dropout": 0.2,
+                },
+                source="Phase 1: lr=0.001, base frozen, 3 epochs; Phase 2: lr=0.0001, layers 140+"
+                " unfrozen, 3 epochs; Phase 3: lr=0.00001, all layers unfrozen, 4 epochs",
+            ),
+        ),
+    )

@@ -1,0 +1,41 @@
+"""Single-phase fine-tuning: the transfer-learning document's ranges and its own recipe."""
+
+from __future__ import annotations
+
+from spaces.params import Categorical, FloatRange, IntRange
+from spaces.strategy_space import Baseline, StrategySpace
+
+__all__ = ["single_phase_space"]
+
+
+def single_phase_space(num_groups: int) -> StrategySpace:
+    """Epochs, lr, ReduceLROnPlateau factor/patience, early stopping, batch, dropout."""
+    del num_groups  # every layer trains from the start
+    return StrategySpace(
+        strategy="single_phase",
+        params={
+            "epochs": IntRange(30, 50),
+            "lr": FloatRange(1e-5, 1e-3, log=True),
+            "plateau_factor": FloatRange(0.1, 0.5),
+            "plateau_patience": IntRange(1, 4),
+            "early_stopping_patience": IntRange(3, 8),
+            "batch_size": Categorical((32, 64)),
+            "dropout": FloatRange(0.3, 0.5),
+        },
+        baselines=(
+            Baseline(
+                name="document: single-phase",
+                params={
+                    "epochs": 40,
+                    "lr": 1e-4,
+                    "plateau_factor": 0.1,
+                    "plateau_patience": 2,
+                    "early_stopping_patience": 5,
+                    "batch_size": 32,
+                    "dropout": 0.4,
+                },
+                source="Single phase: lr=0.0001, all layers trainable, 30-50 epochs;"
+                " ReduceLROnPlateau; early stopping; higher dropout (0.3-0.5)",
+            ),
+        ),
+    )

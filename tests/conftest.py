@@ -1,0 +1,57 @@
+"""Shared fixtures: a private cache, tiny specs, and one Ray for the whole session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from trainables.data import DataSpec
+from trainables.phases import ModelSpec, PretrainSpec
+from trainables.strategies import PlanContext
+
+TINY_DATA = DataSpec(num_samples=360, image_size=16, num_classes=6, seed=0)
+TINY_PRETRAIN = PretrainSpec(
+    data=DataSpec(kind="synthetic_source", num_samples=400, image_size=16, num_classes=20),
+    epochs=1,
+)
+TINY_MODEL = ModelSpec(width=4, num_groups=6, dropout=0.1, pretrained=TINY_PRETRAIN)
+TINY_CONTEXT = PlanContext(model=TINY_MODEL, data=TINY_DATA, seed=0)
+#: A 1+1+1-epoch progressive recipe that unfreezes the top 2 of 6 groups in phase 2.
+TINY_PROGRESSIVE = {
+    "frozen_epochs": 1,
+    "partial_epochs": 1,
+    "full_epochs": 1,
+    "unfreeze_depth": 2,
+    "base_lr": 3e-3,
+    "lr_decay": 10.0,
+    "batch_size": 32,
+    "dropout": 0.1,
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Data and pretrained backbones go to a fresh cache, never the user's."""
+    path = str(tmp_path_factory.mktemp("phasetune-cache"))
+    os.environ["PHASETUNE_CACHE_DIR"] = path
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory: pytest.TempPathFactory):
+    """One local Ray (2 CPUs) for every test that needs it; shut down at the end."""
+    import ray
+
+    from search.experiment import configure_runtime
+
+    configure_runtime()
+    ray.init(
+        num_cpus=2,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        logging_level="WARNING",
+        _temp_dir=str(tmp_path_factory.mktemp("ray")),
+    )
+    yield ray
+    ray.shutdown()

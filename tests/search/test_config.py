@@ -1,0 +1,143 @@
+"""Experiment files: good ones load, every mistake is one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from search.cli import app
+from search.config import ConfigError, ExperimentConfig, load_experiment
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_quickstart_example_is_the_embedded_default():
+    assert load_experiment(EXAMPLES / "quickstart.yaml") == ExperimentConfig()
+    assert load_experiment(None) == ExperimentConfig()
+
+
+def test_a_partial_file_fills_in_defaults(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text("name: mine\nsearch: {num_samples: 4}\nstrategies: {progressive: {}}\n")
+    config = load_experiment(path)
+    assert config.name == "mine"
+    assert config.search.num_samples == 4
+    assert [s.strategy for s in config.search_space().strategies] == ["progressive"]
+    assert config.target_list()[0].metric == "val/acc"
+
+
+def test_inline_targets_and_space_overrides(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "targets": [{"metric": "val/loss", "threshold": 0.5, "direction": "min"}],
+                "strategies": {
+                    "progressive": {"space": {"base_lr": [1e-4, 1e-3], "batch_size": 64}}
+                },
+            }
+        )
+    )
+    config = load_experiment(path)
+    (space,) = config.search_space().strategies
+    assert space.params["base_lr"].low == 1e-4 and space.params["base_lr"].log
+    assert space.params["batch_size"].value == 64
+    assert config.target_list()[0].direction == "min"
+
+
+BAD_FILES = [
+    ("naem: x\n", "naem: unknown key; allowed here: name, dataset"),
+    (
+        "search: {num_samples: 0}\n",
+        "search.num_samples: Input should be greater than or equal to 1",
+    ),
+    ("search: {sampler: grid}\n", "search.sampler: Input should be 'tpe' or 'random'"),
+    ("search: {scheduler: hyperband}\n", "search.scheduler"),
+    ("search: {epoch_scale: -1}\n", "search.epoch_scale"),
+    ("dataset: {num_samples: ten}\n", "dataset.num_samples: Input should be a valid integer"),
+    ("dataset: {val_fraction: 1.5}\n", "dataset.val_fraction"),
+    ("dataset: {kind: imagenet}\n", "dataset.kind"),
+    ("model: {num_groups: 1}\n", "model.num_groups"),
+    ("model: {pretrain: {epochs: 0}}\n", "model.pretrain.epochs"),
+    ("model: {pretrain: {epoch: 3}}\n", "model.pretrain.epoch: unknown key; allowed here: enabled"),
+    ("strategies: {progresive: {}}\n", "strategies.progresive: unknown strategy; use one of"),
+    ("strategies: {}\n", "strategies: name at least one strategy"),
+    ("strategies: {progressive: {spaec: {}}}\n", "strategies.progressive.spaec: unknown key"),
+    (
+        "strategies: {progressive: {space: {base_lr: [1e-2, 1e-4]}}}\n",
+        "progressive.space.base_lr: range [0.01, 0.0001] is inverted",
+    ),
+    (
+        "strategies: {progressive: {space: {depth: 2}}}\n",
+        "progressive.space.depth: unknown parameter",
+    ),
+    (
+        "strategies: {progressive: {space: {unfreeze_depth: [1, 2.5]}}}\n",
+        "unfreeze_depth: takes whole numbers",
+    ),
+    ("strategies: {progressive: {space: {base_lr: [0, 1e-3]}}}\n", "a log range needs low > 0"),
+    ("targets: imagenet\n", "targets: unknown target set 'imagenet'"),
+    (
+        "targets: [{metric: val/f1, threshold: 0.5}]\n",
+        "targets[0].metric: no strategy reports 'val/f1'",
+    ),
+    ("targets: [{metric: val/acc}]\n", "targets"),
+    ("resources: {workers_per_trial: 0}\n", "resources.workers_per_trial"),
+    ("name: 'bad name/with slash'\n", "name: String should match pattern"),
+    ("search: [1, 2\n", "line 2: malformed YAML"),
+    ("- just\n- a list\n", "the file must be a mapping of sections, got list"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_FILES, ids=[m[:40] for _, m in BAD_FILES])
+def test_bad_experiment_file_exits_2_with_one_line_and_writes_nothing(tmp_path, text, message):
+    path = tmp_path / "experiment.yaml"
+    path.write_text(text)
+    results = tmp_path / "results"
+    result = CliRunner().invoke(app, ["run", str(path), "--results-dir", str(results)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: ")
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment.yaml"]
+
+
+def test_missing_file_is_named(tmp_path):
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert "nope.yaml: no such file" in result.output
+
+
+def test_resources_beyond_this_machine_are_refused_before_ray(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text("resources: {workers_per_trial: 64}\n")
+    result = CliRunner().invoke(app, ["run", str(path), "--results-dir", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "resources: a trial needs 64 CPUs" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_command_line_override_is_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["run", "--num-samples", "0", "--results-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "command line: search.num_samples" in result.output
+
+
+def test_train_refuses_a_file_that_is_not_a_best_config(tmp_path):
+    path = tmp_path / "best.yaml"
+    path.write_text("name: quickstart\n")
+    result = CliRunner().invoke(app, ["train", str(path)])
+    assert result.exit_code == 2
+    assert "not a phasetune best-config file" in result.output
+
+
+def test_config_error_is_raised_by_the_loader(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text("search: {seed: -1}\n")
+    with pytest.raises(ConfigError, match="search.seed"):
+        load_experiment(path)

@@ -1,0 +1,146 @@
+"""The search end to end on tiny data: trials run, ranking and export, retraining."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from analysis.export import load_best
+from search.cli import app
+from search.config import ExperimentConfig
+from search.experiment import run_search
+
+TINY_EXPERIMENT = {
+    "name": "tiny",
+    "dataset": {"num_samples": 360, "image_size": 16, "num_classes": 6},
+    "model": {"width": 4, "pretrain": {"num_samples": 400, "epochs": 1}},
+    "strategies": {
+        "progressive": {"space": {"frozen_epochs": [1, 2], "partial_epochs": 1, "full_epochs": 1}},
+        "single_phase": {"space": {"epochs": [20, 30]}},
+    },
+    # 0.1 turns the documents' baselines (3+3+4 and 40 epochs) into 1+1+1 and 4.
+    "search": {"num_samples": 3, "epoch_scale": 0.1, "seed": 0, "scheduler": "fifo"},
+}
+
+
+@pytest.fixture(scope="module")
+def searched(ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    config = ExperimentConfig.model_validate({**TINY_EXPERIMENT, "storage": {"path": str(root)}})
+    return config, run_search(config)
+
+
+def test_search_runs_every_trial_baselines_first(searched):
+    config, outcome = searched
+    assert len(outcome.ranked) == 3
+    strategies = {item.record.strategy for item in outcome.ranked}
+    assert strategies == {"progressive", "single_phase"}  # both baselines ran
+    for item in outcome.ranked:
+        assert item.record.status in ("done", "early_stopped")
+        assert item.record.epochs >= 1
+        assert 0.0 <= item.record.metrics["val/acc"] <= 1.0
+    baseline = next(i for i in outcome.ranked if i.record.params.get("base_lr") == 1e-3)
+    assert [p["epochs"] for p in baseline.record.plan["phases"]] == [1, 1, 1]
+
+
+def test_ranking_is_ordered_and_written(searched):
+    _, outcome = searched
+    keys = [(-i.targets_met, -i.target_score, i.record.epochs) for i in outcome.ranked]
+    assert keys == sorted(keys)
+    rows = json.loads((outcome.experiment_dir / "ranking.json").read_text())
+    assert [row["trial_id"] for row in rows] == [i.record.trial_id for i in outcome.ranked]
+
+
+def test_best_config_files_parse_and_describe_the_best_trial(searched):
+    _, outcome = searched
+    best = outcome.ranked[0]
+    from_yaml = yaml.safe_load(outcome.best_yaml.read_text())
+    from_json = json.loads(outcome.best_json.read_text())
+    assert from_yaml == from_json
+    assert from_yaml["trial_id"] == best.record.trial_id
+    assert from_yaml["strategy"] == best.record.strategy
+    assert from_yaml["metrics"]["val/acc"] == pytest.approx(best.record.metrics["val/acc"])
+    assert from_yaml["targets"][0]["metric"] == "val/acc"
+    assert from_yaml["targets"][0]["threshold"] == 0.85
+    assert from_yaml["seed"] == 0
+    assert {"torch", "ray", "optuna", "python"} <= set(from_yaml["provenance"]["versions"])
+    phases = from_yaml["phases"]
+    assert sum(p["epochs"] for p in phases) == load_best(outcome.best_yaml).plan.total_epochs
+
+
+def test_experiment_dir_holds_study_tensorboard_and_config(searched):
+    config, outcome = searched
+    directory = outcome.experiment_dir
+    assert (directory / "study.db").exists()
+    assert (directory / "experiment.yaml").exists()
+    runs = list((directory / "tensorboard").iterdir())
+    assert len(runs) == 3
+    assert all(any(f.name.startswith("events.out.tfevents") for f in run.iterdir()) for run in runs)
+    import optuna
+
+    study = optuna.load_study(study_name=config.name, storage=f"sqlite:///{directory / 'study.db'}")
+    assert len(study.trials) == 3
+    assert study.trials[0].params["strategy"] in ("progressive", "single_phase")
+
+
+def test_retrain_from_best_yaml_alone_reproduces_the_searched_metrics(searched, tmp_path):
+    _, outcome = searched
+    out = tmp_path / "retrained"
+    args = ["train", str(outcome.best_yaml), "--output", str(out), "--threads", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Searched vs retrained" in result.output
+    assert (out / "model.pt").exists()
+    report = json.loads((out / "retrain.json").read_text())
+    searched, retrained = report["searched"], report["retrained"]
+    # Same plan, seed, data and thread count as the trial: the same numbers.
+    assert retrained["epoch"] == searched["epoch"]
+    assert retrained["val/acc"] == pytest.approx(searched["val/acc"], abs=1e-6)
+    assert retrained["val/loss"] == pytest.approx(searched["val/loss"], rel=1e-4)
+
+
+def test_existing_experiment_is_refused_without_overwrite(searched):
+    config, outcome = searched
+    before = sorted(p.name for p in outcome.experiment_dir.iterdir())
+    from search.config import ConfigError
+
+    with pytest.raises(ConfigError, match="already exists"):
+        run_search(config)
+    assert sorted(p.name for p in outcome.experiment_dir.iterdir()) == before
+
+
+def test_results_parquet_reads_back_with_pyarrow_alone(searched):
+    import pyarrow.parquet as pq
+
+    _, outcome = searched
+    trials = pq.read_table(outcome.experiment_dir / "results.parquet")
+    epochs = pq.read_table(outcome.experiment_dir / "epochs.parquet")
+    assert trials.num_rows == 3
+    rows = {row["trial_id"]: row for row in trials.to_pylist()}
+    for item in outcome.ranked:
+        row = rows[item.record.trial_id]
+        assert row["strategy"] == item.record.strategy
+        assert row["status"] == item.record.status
+        assert row["epochs"] == item.record.epochs
+        assert row["final/val/acc"] == pytest.approx(item.record.metrics["val/acc"])
+        assert row["plan/epochs"] == [p["epochs"] for p in item.record.plan["phases"]]
+        assert 1 <= row["best_epoch/val/acc"] <= row["epochs"]
+    assert epochs.num_rows == sum(i.record.epochs for i in outcome.ranked)
+    assert {"trial_id", "epoch", "phase", "val/acc", "lr/group0"} <= set(epochs.column_names)
+    assert str(trials.schema.field("param/progressive/base_lr").type) == "double"
+
+
+def test_study_holds_every_finished_trial_as_complete(searched):
+    import optuna
+    from optuna.trial import TrialState
+
+    config, outcome = searched
+    study = optuna.load_study(
+        study_name=config.name, storage=f"sqlite:///{outcome.experiment_dir / 'study.db'}"
+    )
+    by_score = sorted(t.value for t in study.trials if t.state == TrialState.COMPLETE)
+    assert len(by_score) == 3
+    assert by_score == pytest.approx(sorted(i.target_score for i in outcome.ranked))

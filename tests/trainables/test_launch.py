@@ -1,0 +1,89 @@
+"""Trials through Ray: a 2-worker DDP trial and an in-process one report the same way."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from analysis.targets import NSL
+from search.experiment import _result_loggers
+from tests.conftest import TINY_CONTEXT, TINY_PROGRESSIVE
+from trainables.engine import CHECKPOINT_FILE
+from trainables.launch import LaunchSettings, trial_driver, trial_resources
+from trainables.models import build_model, ensure_pretrained
+
+CONFIG = {"strategy": "progressive", "progressive": TINY_PROGRESSIVE}
+
+
+def _run_trial(tmp_path, workers: int):
+    from ray import tune
+
+    ensure_pretrained(TINY_CONTEXT.model)
+    settings = LaunchSettings(
+        plan_context=TINY_CONTEXT,
+        targets=NSL.targets,
+        workers=workers,
+        cpus_per_worker=1,
+        tensorboard_root=str(tmp_path / "tensorboard"),
+        train_storage=str(tmp_path / "train_runs"),
+    )
+    tuner = tune.Tuner(
+        tune.with_resources(
+            tune.with_parameters(trial_driver, settings=settings), trial_resources(settings)
+        ),
+        param_space=CONFIG,
+        tune_config=tune.TuneConfig(num_samples=1),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path / "tune"),
+            name="t",
+            verbose=0,
+            callbacks=_result_loggers(),  # the search's own loggers (Tune's are turned off)
+        ),
+    )
+    results = tuner.fit()
+    assert results.num_errors == 0, results.errors
+    return results[0]
+
+
+def _state_at(checkpoint_path: str) -> dict:
+    return torch.load(os.path.join(checkpoint_path, CHECKPOINT_FILE), weights_only=True)["model"]
+
+
+def test_two_worker_ddp_trial_keeps_workers_identical_after_unfreezing(ray_session, tmp_path):
+    result = _run_trial(tmp_path, workers=2)
+    history = result.metrics_dataframe.sort_values("epoch")
+    assert list(history["epoch"]) == [1, 2, 3]
+    assert list(history["phase"]) == [1, 2, 3]
+    # Every layer group, newly unfrozen ones included, is identical on both workers.
+    divergence_columns = [c for c in history.columns if c.startswith("ddp/param_divergence")]
+    assert len(divergence_columns) == 8  # 6 groups, the heads, and the maximum
+    assert (history[divergence_columns] == 0).all().all()
+    # ...and the groups unfrozen in phase 2 really trained there (so the check means something).
+    torch.manual_seed(0)
+    initial = build_model(TINY_CONTEXT.model, 6).state_dict()
+    phase2 = _state_at(history.iloc[1]["checkpoint_path"])
+    for group in range(6):
+        prefix = f"backbone.layer_groups.{group}."
+        changed = any(
+            not torch.equal(phase2[k], initial[k]) for k in initial if k.startswith(prefix)
+        )
+        assert changed == (group >= 4), group
+    # rank 0 wrote TensorBoard events for the trial
+    assert any(
+        name.startswith("events.out.tfevents")
+        for _, _, files in os.walk(tmp_path / "tensorboard")
+        for name in files
+    )
+
+
+def test_in_process_trial_reports_the_same_metrics(ray_session, tmp_path):
+    result = _run_trial(tmp_path, workers=1)
+    history = result.metrics_dataframe.sort_values("epoch")
+    assert list(history["epoch"]) == [1, 2, 3]
+    for name in ("val/acc", "val/loss", "lr/group6", "lr/group0", "target_score", "phase"):
+        assert name in history.columns
+    assert result.checkpoint is not None
+    with result.checkpoint.as_directory() as directory:
+        state = torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=True)
+    assert state["position"]["global_epoch"] == 3

@@ -1,0 +1,1 @@
+"""What one trial runs: phase plans, the phase engine, launch, models and data."""

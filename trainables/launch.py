@@ -1,0 +1,222 @@
+"""What one Tune trial runs: build the trial's plan, then run the engine.
+
+A 1-worker trial runs the engine in the Tune function's own process: starting a
+Ray Train worker group costs about 10 s per trial and buys nothing without DDP.
+N > 1 workers run under a Ray Train ``TorchTrainer`` (Train V2: the Tune function
+builds the trainer and calls ``fit``; a ``TuneReportCallback`` forwards rank 0's
+metrics to Tune so schedulers see every epoch). Both paths run the same engine
+and write the same metrics, checkpoints and TensorBoard files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from analysis.targets import Target
+from trainables.engine import (
+    CHECKPOINT_FILE,
+    EngineContext,
+    quiet_train_logs,
+    run_plan,
+    train_loop_per_worker,
+)
+from trainables.phases import PhasePlan
+from trainables.strategies import PlanContext, build_plan
+
+__all__ = [
+    "LaunchSettings",
+    "LocalReporter",
+    "plan_for_trial",
+    "train_locally",
+    "trial_driver",
+    "trial_resources",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchSettings:
+    """Experiment-wide settings every trial of a search shares.
+
+    Attributes:
+        plan_context: Model, data, seed and epoch scale for building plans.
+        targets: What ``target_score`` measures.
+        workers: Ray Train workers per trial (1 runs in-process).
+        cpus_per_worker, gpus_per_worker: Resources of each worker.
+        tensorboard_root: Each trial writes TensorBoard events to
+            ``<tensorboard_root>/<trial id>``; None writes none.
+        train_storage: Where Ray Train keeps the runs of N-worker trials.
+        max_failures: Worker-group restarts from the last checkpoint per trial.
+    """
+
+    plan_context: PlanContext
+    targets: tuple[Target, ...]
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    tensorboard_root: str | None = None
+    train_storage: str | None = None
+    max_failures: int = 0
+
+
+def trial_resources(settings: LaunchSettings) -> dict[str, float]:
+    """Resources the Tune trial itself holds.
+
+    In-process trials hold the worker's share. A trial that starts a worker group
+    holds no CPU itself (its workers do): on 2 CPUs a 2-worker trial would
+    otherwise need 3 and never start. Ray refuses a bare ``{"cpu": 0}``.
+    """
+    if settings.workers == 1:
+        return {"cpu": settings.cpus_per_worker, "gpu": settings.gpus_per_worker}
+    return {"cpu": 0, "memory": 1}
+
+
+def plan_for_trial(config: dict[str, Any], context: PlanContext) -> PhasePlan:
+    """The plan for a trial config ``{"strategy": name, name: {param: value}}``."""
+    strategy = config["strategy"]
+    return build_plan(strategy, config.get(strategy, {}), context)
+
+
+def _hparams(config: dict[str, Any]) -> dict[str, Any]:
+    strategy = config["strategy"]
+    params = {f"{strategy}/{name}": value for name, value in config.get(strategy, {}).items()}
+    return {"strategy": strategy, **params}
+
+
+class _TuneReporter:
+    """Reports from the Tune function's own process (in-process trials)."""
+
+    rank = 0
+    world_size = 1
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        from ray import tune
+
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(metrics, checkpoint=checkpoint)
+
+    def restore(self) -> dict[str, Any] | None:
+        from ray import tune
+
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=True)
+
+
+def trial_driver(config: dict[str, Any], settings: LaunchSettings) -> None:
+    """Tune function trainable: one trial of the strategy search."""
+    from ray import tune
+
+    quiet_train_logs()
+    plan = plan_for_trial(config, settings.plan_context)
+    trial_id = tune.get_context().get_trial_id()
+    context = EngineContext(
+        targets=settings.targets,
+        tensorboard_dir=(
+            os.path.join(settings.tensorboard_root, trial_id) if settings.tensorboard_root else None
+        ),
+        hparams=_hparams(config),
+        threads=max(1, int(settings.cpus_per_worker)),
+        use_gpu=settings.gpus_per_worker > 0,
+    )
+    if settings.workers == 1:
+        run_plan(plan, context, _TuneReporter())
+        return
+    _fit_worker_group(plan, context, settings, run_name=f"train-{trial_id}")
+
+
+def _fit_worker_group(
+    plan: PhasePlan, context: EngineContext, settings: LaunchSettings, run_name: str
+) -> None:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    resources = {"CPU": settings.cpus_per_worker}
+    if settings.gpus_per_worker:
+        resources["GPU"] = settings.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"plan": plan.to_dict(), "context": context.to_dict()},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=settings.workers,
+            use_gpu=settings.gpus_per_worker > 0,
+            resources_per_worker=resources,
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=settings.train_storage,
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    trainer.fit()
+
+
+class LocalReporter:
+    """Reports of a run outside Ray (``phasetune train``): kept in memory, last
+    checkpoint on disk so an interrupted retrain can continue."""
+
+    rank = 0
+    world_size = 1
+
+    def __init__(
+        self,
+        checkpoint_dir: str | os.PathLike[str],
+        on_report: Callable[[dict[str, Any]], None] | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE
+        self.on_report = on_report
+        self.resume = resume
+        self.history: list[dict[str, Any]] = []
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        self.history.append(dict(metrics))
+        if checkpoint_dir:
+            self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.checkpoint_path.with_suffix(".partial")
+            shutil.copyfile(os.path.join(checkpoint_dir, CHECKPOINT_FILE), partial)
+            os.replace(partial, self.checkpoint_path)
+        if self.on_report is not None:
+            self.on_report(metrics)
+
+    def restore(self) -> dict[str, Any] | None:
+        if not (self.resume and self.checkpoint_path.exists()):
+            return None
+        return torch.load(self.checkpoint_path, weights_only=True)
+
+
+def train_locally(
+    plan: PhasePlan,
+    targets: tuple[Target, ...],
+    output_dir: str | os.PathLike[str],
+    *,
+    on_report: Callable[[dict[str, Any]], None] | None = None,
+    resume: bool = False,
+    threads: int | None = None,
+) -> LocalReporter:
+    """Run ``plan`` in this process, writing TensorBoard events and the last checkpoint
+    under ``output_dir``; return the reporter with every epoch's metrics."""
+    output = Path(output_dir)
+    reporter = LocalReporter(output / "checkpoint", on_report=on_report, resume=resume)
+    context = EngineContext(
+        targets=targets,
+        tensorboard_dir=str(output / "tensorboard"),
+        hparams={"strategy": plan.strategy},
+        threads=threads,
+    )
+    run_plan(plan, context, reporter)
+    # The trained weights on their own, loadable into build_model(plan.model, ...).
+    state = torch.load(reporter.checkpoint_path, weights_only=True)
+    torch.save(state["model"], output / "model.pt")
+    return reporter
