@@ -19,6 +19,10 @@ from trainables.strategies import PlanContext
 __all__ = ["ConfigError", "ExperimentConfig", "load_experiment", "format_validation_error"]
 
 
+#: The quickstart experiment, the same file as examples/quickstart.yaml.
+QUICKSTART = Path(__file__).with_name("quickstart.yaml")
+
+
 class ConfigError(Exception):
     """A user mistake in an experiment file or on the command line (exit status 2)."""
 
@@ -98,7 +102,8 @@ DEFAULT_STRATEGIES = {"progressive": StrategyConfig(), "single_phase": StrategyC
 
 
 class ExperimentConfig(_Section):
-    """An experiment file. Every field has a default: the defaults are the quickstart."""
+    """An experiment file. Every field has a default, so a file names only what it
+    changes; epochs default to the documents' own (``search.epoch_scale`` 1.0)."""
 
     name: str = Field("quickstart", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     dataset: DatasetConfig = DatasetConfig()
@@ -219,13 +224,13 @@ def _allowed_keys(location: tuple[Any, ...]) -> list[str]:
 
 
 def load_experiment(path: str | os.PathLike[str] | None) -> ExperimentConfig:
-    """Read and validate an experiment file (None: the embedded quickstart).
+    """Read and validate an experiment file (None: the packaged quickstart).
 
     Raises:
         ConfigError: with one line that names the file, the field and the fix.
     """
     if path is None:
-        return ExperimentConfig()
+        path = QUICKSTART
     source = str(path)
     try:
         text = Path(path).read_text()

@@ -14,9 +14,16 @@ from search.config import ConfigError, ExperimentConfig, load_experiment
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def test_quickstart_example_is_the_embedded_default():
-    assert load_experiment(EXAMPLES / "quickstart.yaml") == ExperimentConfig()
-    assert load_experiment(None) == ExperimentConfig()
+def test_quickstart_example_is_the_packaged_default():
+    packaged = Path(__file__).resolve().parents[2] / "search" / "quickstart.yaml"
+    assert (EXAMPLES / "quickstart.yaml").read_text() == packaged.read_text()
+    quickstart = load_experiment(None)
+    assert quickstart == load_experiment(EXAMPLES / "quickstart.yaml")
+    # Only the epoch budget differs from the schema's defaults.
+    assert quickstart.search.epoch_scale == 0.5
+    assert quickstart.model_copy(
+        update={"search": quickstart.search.model_copy(update={"epoch_scale": 1.0})}
+    ) == ExperimentConfig()
 
 
 def test_a_partial_file_fills_in_defaults(tmp_path):
