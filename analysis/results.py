@@ -19,7 +19,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["ResultTables", "load_results", "write_results"]
+from analysis.ranking import TrialRecord
+
+__all__ = ["ResultTables", "load_results", "trial_records", "write_results"]
 
 #: Metrics whose best epoch is tracked, with the direction that is better.
 BEST_OF = {"val/acc": "max", "val/loss": "min", "target_score": "max"}
@@ -187,3 +189,32 @@ def write_results(experiment_dir: str) -> tuple[str, str]:
     pq.write_table(tables.trials, paths[0], filesystem=fs)
     pq.write_table(tables.epochs, paths[1], filesystem=fs)
     return paths
+
+
+def trial_records(trials: pa.Table) -> list[TrialRecord]:
+    """The trials table's rows as ranking records (metrics are the final ones)."""
+    records = []
+    for row in trials.to_pylist():
+        strategy = row.get("strategy") or "?"
+        prefix = f"param/{strategy}/"
+        params = {
+            k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix) and v is not None
+        }
+        metrics = {
+            k[len("final/") :]: v
+            for k, v in row.items()
+            if k.startswith("final/") and v is not None
+        }
+        plan = json.loads(row["plan/json"]) if row.get("plan/json") else None
+        records.append(
+            TrialRecord(
+                trial_id=row["trial_id"],
+                strategy=strategy,
+                params=params,
+                metrics=metrics,
+                status=row["status"],
+                plan=plan,
+                error=row.get("error"),
+            )
+        )
+    return records

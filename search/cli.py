@@ -196,6 +196,106 @@ def train(
     console.print(f"model: {out / 'model.pt'}\ntensorboard: {out / 'tensorboard'}")
 
 
+def _experiment(directory: Path) -> Any:
+    """The experiment file a search saved in its directory."""
+    saved = directory / "experiment.yaml"
+    if not saved.is_file():
+        raise ConfigError(
+            f"{directory}: not an experiment directory (no experiment.yaml);"
+            " give the directory `phasetune run` printed"
+        )
+    return load_experiment(saved)
+
+
+def _ranked(directory: Path, targets_option: str | None) -> tuple[Any, Any, tuple]:
+    from analysis.ranking import rank_trials
+    from analysis.results import load_results, trial_records
+    from search.config import load_targets
+
+    config = _experiment(directory)
+    targets = load_targets(targets_option) if targets_option else config.target_list()
+    tables = load_results(str(directory))
+    return config, rank_trials(trial_records(tables.trials), targets), targets
+
+
+@app.command()
+def analyze(
+    directory: Annotated[Path, typer.Argument(help="An experiment directory.")],
+    targets: Annotated[
+        str | None,
+        typer.Option(help="A target set name or a YAML file of targets (default: the run's)."),
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 10,
+) -> None:
+    """Rank an experiment's trials (finished or not) and write its Parquet tables."""
+    from analysis.results import write_results
+
+    try:
+        config, ranked, chosen = _ranked(directory, targets)
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    console.print(ranking_table(ranked, len(chosen), limit=top))
+    results, epochs = write_results(str(directory))
+    console.print(f"results: {results}\nper-epoch curves: {epochs}")
+
+
+@app.command()
+def export(
+    directory: Annotated[Path, typer.Argument(help="An experiment directory.")],
+    trial: Annotated[str | None, typer.Option(help="Export this trial id.")] = None,
+    rank: Annotated[int, typer.Option(min=1, help="Export the trial at this rank.")] = 1,
+    targets: Annotated[
+        str | None, typer.Option(help="A target set name or a YAML file of targets.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Directory for best.yaml/best.json.")] = None,
+) -> None:
+    """Export a trial (the best by default) as best.yaml + best.json."""
+    from analysis.export import export_best
+
+    try:
+        config, ranked, chosen = _ranked(directory, targets)
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    if trial is not None:
+        picked = [item for item in ranked if item.record.trial_id == trial]
+        if not picked:
+            ids = ", ".join(item.record.trial_id for item in ranked)
+            raise _fail(f"--trial: no trial {trial!r} in {directory}; it has {ids}")
+        item = picked[0]
+    elif rank > len(ranked):
+        raise _fail(f"--rank: {directory} has {len(ranked)} trials, so use 1 to {len(ranked)}")
+    else:
+        item = ranked[rank - 1]
+    if item.failed or item.record.plan is None:
+        raise _fail(f"trial {item.record.trial_id} failed; export a trial that trained")
+    best_yaml, best_json = export_best(
+        item,
+        chosen,
+        output or directory,
+        experiment=config.name,
+        experiment_dir=str(directory.resolve()),
+    )
+    console.print(f"exported trial {item.record.trial_id} (rank {item.rank}): {best_yaml}")
+    console.print(f"train it again: phasetune train {best_yaml}")
+
+
+@app.command()
+def status(directory: Annotated[Path, typer.Argument(help="An experiment directory.")]) -> None:
+    """Where an experiment stands: trials by status and the best so far."""
+    from collections import Counter
+
+    try:
+        config, ranked, chosen = _ranked(directory, None)
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    counts = Counter(item.record.status for item in ranked)
+    configured = config.search.num_samples
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    console.print(f"{config.name}: {len(ranked)} of {configured} trials ({summary or 'none yet'})")
+    if ranked and not ranked[0].failed:
+        console.print(ranking_table(ranked, len(chosen), limit=3))
+
+
 @app.command()
 def pretrain(
     experiment: Annotated[

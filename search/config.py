@@ -16,7 +16,13 @@ from trainables.engine import reported_metrics
 from trainables.phases import ModelSpec, PretrainSpec
 from trainables.strategies import PlanContext
 
-__all__ = ["ConfigError", "ExperimentConfig", "load_experiment", "format_validation_error"]
+__all__ = [
+    "ConfigError",
+    "ExperimentConfig",
+    "format_validation_error",
+    "load_experiment",
+    "load_targets",
+]
 
 
 #: The quickstart experiment, the same file as examples/quickstart.yaml.
@@ -68,11 +74,13 @@ class StrategyConfig(_Section):
 class SearchConfig(_Section):
     num_samples: int = Field(12, ge=1, le=100_000)
     sampler: Literal["tpe", "random"] = "tpe"
-    scheduler: Literal["asha", "median", "fifo"] = "asha"
+    scheduler: Literal["asha", "phase_asha", "median", "fifo"] = "asha"
     max_concurrent_trials: int | None = Field(None, ge=1)
     seed: int = Field(0, ge=0)
     epoch_scale: float = Field(1.0, gt=0.0, le=100.0)
     grace_period: int = Field(2, ge=1)
+    #: phase_asha: first decision at this share of each trial's planned epochs.
+    grace_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     reduction_factor: float = Field(3.0, gt=1.0)
     evaluate_baselines: bool = True
 
@@ -255,3 +263,37 @@ def load_experiment(path: str | os.PathLike[str] | None) -> ExperimentConfig:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, source)) from None
+
+
+def load_targets(value: str) -> tuple[Target, ...]:
+    """Targets from a set name (``nsl``) or a YAML file listing
+    ``{metric, threshold, direction, source}``.
+
+    Raises:
+        ConfigError: an unknown set, an unreadable file or a malformed target.
+    """
+    if value in TARGET_SETS:
+        return TARGET_SETS[value].targets
+    path = Path(value)
+    if not path.is_file():
+        raise ConfigError(
+            f"--targets: {value!r} is neither a target set ({', '.join(TARGET_SETS)})"
+            " nor a YAML file"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{value}: malformed YAML ({error})") from None
+    if isinstance(raw, dict) and "targets" in raw:
+        raw = raw["targets"]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{value}: give a list of {{metric, threshold, direction, source}}")
+    targets = []
+    for i, item in enumerate(raw):
+        try:
+            targets.append(Target(**TargetConfig.model_validate(item).model_dump()))
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"{value}: targets[{i}].{where}: {first['msg']}") from None
+    return tuple(targets)

@@ -17,6 +17,7 @@ from analysis.ranking import RankedTrial, TrialRecord, rank_trials
 from analysis.results import write_results
 from search.config import ConfigError, ExperimentConfig
 from search.progress import PlanRecorder, TrialProgress
+from search.schedulers import build_scheduler
 from search.study import StudySearch
 from spaces import SearchSpace
 from trainables.data import load_dataset
@@ -106,30 +107,6 @@ def _max_epochs(config: ExperimentConfig, space: SearchSpace) -> int:
             )
             longest = max(longest, plan.total_epochs)
     return longest
-
-
-def _scheduler(config: ExperimentConfig, max_t: int) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
-
-    search = config.search
-    if search.scheduler == "asha":
-        return ASHAScheduler(
-            metric="target_score",
-            mode="max",
-            time_attr="epoch",
-            max_t=max_t,
-            grace_period=min(search.grace_period, max_t),
-            reduction_factor=search.reduction_factor,
-        )
-    if search.scheduler == "median":
-        return MedianStoppingRule(
-            metric="target_score",
-            mode="max",
-            time_attr="epoch",
-            grace_period=search.grace_period,
-            min_samples_required=3,
-        )
-    return FIFOScheduler()
 
 
 def _searcher(config: ExperimentConfig, space: SearchSpace, study_url: str) -> Any:
@@ -300,7 +277,7 @@ def run_search(
             ),
             tune_config=tune.TuneConfig(
                 search_alg=_searcher(config, space, study_url),
-                scheduler=_scheduler(config, _max_epochs(config, space)),
+                scheduler=build_scheduler(config.search, _max_epochs(config, space)),
                 num_samples=config.search.num_samples,
                 max_concurrent_trials=config.search.max_concurrent_trials
                 or _default_concurrency(config, available),

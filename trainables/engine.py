@@ -441,6 +441,7 @@ class _Trainer:
             if stop:
                 self.position.epoch_in_phase = phase.epochs
             metrics.update(param_divergence(self.model, self.world_size))
+            metrics["plan_progress"] = self._plan_progress()
             metrics["target_score"] = target_score(metrics, self.context.targets)
             metrics["targets_met"] = targets_met(metrics, self.context.targets)
             metrics["time/epoch_s"] = time.perf_counter() - epoch_started
@@ -455,6 +456,12 @@ class _Trainer:
             ) as checkpoint_dir:
                 self.reporter.report(metrics, checkpoint_dir)
         return metrics
+
+    def _plan_progress(self) -> float:
+        """Share of the plan's epochs behind the run, a phase that stopped early
+        counting as done: schedulers compare trials at equal shares of their plans."""
+        done = sum(p.epochs for p in self.plan.phases[: self.position.phase_index])
+        return (done + self.position.epoch_in_phase) / self.plan.total_epochs
 
     def _check_finite(self, metrics: Mapping[str, Any]) -> None:
         for name in ("train/loss", "val/loss"):

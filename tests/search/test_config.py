@@ -21,9 +21,12 @@ def test_quickstart_example_is_the_packaged_default():
     assert quickstart == load_experiment(EXAMPLES / "quickstart.yaml")
     # Only the epoch budget differs from the schema's defaults.
     assert quickstart.search.epoch_scale == 0.5
-    assert quickstart.model_copy(
-        update={"search": quickstart.search.model_copy(update={"epoch_scale": 1.0})}
-    ) == ExperimentConfig()
+    assert (
+        quickstart.model_copy(
+            update={"search": quickstart.search.model_copy(update={"epoch_scale": 1.0})}
+        )
+        == ExperimentConfig()
+    )
 
 
 def test_a_partial_file_fills_in_defaults(tmp_path):

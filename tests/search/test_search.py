@@ -144,3 +144,44 @@ def test_study_holds_every_finished_trial_as_complete(searched):
     by_score = sorted(t.value for t in study.trials if t.state == TrialState.COMPLETE)
     assert len(by_score) == 3
     assert by_score == pytest.approx(sorted(i.target_score for i in outcome.ranked))
+
+
+def test_analyze_status_and_export_read_the_experiment_directory(searched, tmp_path):
+    _, outcome = searched
+    directory = str(outcome.experiment_dir)
+    runner = CliRunner()
+    status = runner.invoke(app, ["status", directory])
+    assert status.exit_code == 0, status.output
+    assert "tiny: 3 of 3 trials" in status.output
+    analyzed = runner.invoke(app, ["analyze", directory, "--top", "2"])
+    assert analyzed.exit_code == 0, analyzed.output
+    assert outcome.ranked[0].record.trial_id in analyzed.output
+    assert outcome.ranked[2].record.trial_id not in analyzed.output
+    second = outcome.ranked[1].record.trial_id
+    exported = runner.invoke(app, ["export", directory, "--rank", "2", "--output", str(tmp_path)])
+    assert exported.exit_code == 0, exported.output
+    assert yaml.safe_load((tmp_path / "best.yaml").read_text())["trial_id"] == second
+    missing = runner.invoke(app, ["export", directory, "--trial", "nope"])
+    assert missing.exit_code == 2 and "no trial 'nope'" in missing.output
+
+
+def test_analyze_re_ranks_with_other_targets(searched, tmp_path):
+    _, outcome = searched
+    targets = tmp_path / "targets.yaml"
+    targets.write_text("- {metric: val/loss, threshold: 0.01, direction: min, source: test}\n")
+    result = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(outcome.experiment_dir),
+            "--targets",
+            str(targets),
+            "--output",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lowest_loss = min(outcome.ranked, key=lambda i: i.record.metrics["val/loss"]).record.trial_id
+    exported = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert exported["trial_id"] == lowest_loss
+    assert exported["targets"][0]["metric"] == "val/loss"

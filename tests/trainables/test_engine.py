@@ -85,6 +85,7 @@ def test_progressive_reports_phase_lrs_and_metrics(progressive_run):
     plan, _, reporter = progressive_run
     top = f"lr/group{plan.model.num_groups}"
     assert [r["phase"] for r in reporter.reports] == [1, 2, 3]
+    assert [r["plan_progress"] for r in reporter.reports] == pytest.approx([1 / 3, 2 / 3, 1.0])
     assert [r["epoch"] for r in reporter.reports] == [1, 2, 3]
     assert [r[top] for r in reporter.reports] == pytest.approx([3e-3, 3e-4, 3e-5])
     assert [r["lr/group0"] for r in reporter.reports] == pytest.approx([0.0, 0.0, 3e-5])
