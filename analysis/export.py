@@ -110,8 +110,13 @@ def export_best(
     *,
     experiment: str,
     experiment_dir: str,
+    epoch_scale: float = 1.0,
 ) -> tuple[Path, Path]:
-    """Write ``best.yaml`` and ``best.json`` for ``trial``; return their paths."""
+    """Write ``best.yaml`` and ``best.json`` for ``trial``; return their paths.
+
+    ``params`` are the values as sampled; ``phases`` and ``plan`` hold the epochs
+    after the search's ``epoch_scale``, which is recorded beside them.
+    """
     record = trial.record
     if record.plan is None:
         raise ValueError(f"trial {record.trial_id} has no plan to export")
@@ -127,6 +132,7 @@ def export_best(
             "status": record.status,
             "strategy": record.strategy,
             "params": dict(record.params),
+            "epoch_scale": epoch_scale,
             "phases": expand_plan(plan),
             "metrics": metrics,
             "target_score": trial.target_score,

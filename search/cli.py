@@ -274,6 +274,7 @@ def export(
         output or directory,
         experiment=config.name,
         experiment_dir=str(directory.resolve()),
+        epoch_scale=config.search.epoch_scale,
     )
     console.print(f"exported trial {item.record.trial_id} (rank {item.rank}): {best_yaml}")
     console.print(f"train it again: phasetune train {best_yaml}")

@@ -318,6 +318,7 @@ def run_search(
             experiment_dir,
             experiment=config.name,
             experiment_dir=str(experiment_dir),
+            epoch_scale=config.search.epoch_scale,
         )
     write_ranking(ranked, experiment_dir / "ranking.json")
     write_results(str(experiment_dir))

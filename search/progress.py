@@ -72,8 +72,9 @@ class TrialProgress(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.finished += 1
-        reason = str(getattr(trial, "error_msg", "") or "see its error.txt").strip().splitlines()
-        self.print_line(f"trial {trial.trial_id} failed: {reason[-1] if reason else ''}")
+        lines = [line for line in str(trial.get_error() or "").splitlines() if line.strip()]
+        reason = lines[-1].strip() if lines else f"see {trial.error_file}"
+        self.print_line(f"trial {trial.trial_id} failed: {reason}")
 
 
 class PlanRecorder(Callback):

@@ -66,6 +66,7 @@ def test_best_config_files_parse_and_describe_the_best_trial(searched):
     assert from_yaml["targets"][0]["metric"] == "val/acc"
     assert from_yaml["targets"][0]["threshold"] == 0.85
     assert from_yaml["seed"] == 0
+    assert from_yaml["epoch_scale"] == 0.1
     assert {"torch", "ray", "optuna", "python"} <= set(from_yaml["provenance"]["versions"])
     phases = from_yaml["phases"]
     assert sum(p["epochs"] for p in phases) == load_best(outcome.best_yaml).plan.total_epochs
@@ -185,3 +186,44 @@ def test_analyze_re_ranks_with_other_targets(searched, tmp_path):
     exported = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert exported["trial_id"] == lowest_loss
     assert exported["targets"][0]["metric"] == "val/loss"
+
+
+def test_a_diverging_trial_fails_in_tune_and_optuna_while_others_finish(
+    ray_session, tmp_path_factory
+):
+    import optuna
+    from optuna.trial import TrialState
+
+    root = tmp_path_factory.mktemp("diverging")
+    experiment = {
+        **TINY_EXPERIMENT,
+        "name": "diverging",
+        # The documented baseline (lr 1e-3) runs first; every sampled trial then
+        # trains at lr >= 1e29 and its loss becomes NaN. (A range, not a fixed
+        # value: a fixed parameter applies to the baselines too.)
+        "strategies": {
+            "progressive": {
+                "space": {
+                    "frozen_epochs": 1,
+                    "partial_epochs": 1,
+                    "full_epochs": 1,
+                    "base_lr": [1e29, 1e30],
+                }
+            }
+        },
+        "search": {"num_samples": 2, "epoch_scale": 0.1, "scheduler": "fifo"},
+        "storage": {"path": str(root)},
+    }
+    outcome = run_search(ExperimentConfig.model_validate(experiment))
+    first, last = outcome.ranked
+    assert first.record.status == "done" and first.record.params["base_lr"] == 1e-3
+    assert last.record.status == "failed"
+    assert "diverged" in last.record.error
+    assert outcome.best_yaml is not None
+    study = optuna.load_study(
+        study_name="diverging", storage=f"sqlite:///{outcome.experiment_dir / 'study.db'}"
+    )
+    states = sorted(t.state.name for t in study.trials)
+    assert states == [TrialState.COMPLETE.name, TrialState.FAIL.name]
+    failed = next(t for t in study.trials if t.state == TrialState.FAIL)
+    assert "error" in failed.user_attrs["fail_reason"]

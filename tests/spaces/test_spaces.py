@@ -96,3 +96,13 @@ def test_overrides_keep_the_shape_of_the_default(default, raw, expected):
 def test_bad_overrides_name_the_fix(default, raw, message):
     with pytest.raises(SpaceError, match=message):
         parse_override("p", default, raw)
+
+
+def test_a_fixed_parameter_applies_to_the_baselines_too():
+    space = build_search_space({"progressive": {"batch_size": 64}}, NUM_GROUPS)
+    study = optuna.create_study()
+    study.enqueue_trial(space.points_to_evaluate()[0])  # the document's batch is 32
+    trial = study.ask()
+    fixed = space.define_by_run(trial)
+    assert trial.params["progressive/base_lr"] == 1e-3  # the rest is the baseline
+    assert fixed["progressive/batch_size"] == 64  # the user's fixed value wins
