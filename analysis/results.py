@@ -105,6 +105,19 @@ def _error_line(text: str | None) -> str | None:
     return lines[-1][:300] if lines else "failed"
 
 
+def _one_per_epoch(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Results in epoch order, the last report of an epoch winning.
+
+    A trial resumed after a crash continues from the last checkpoint Tune had
+    recorded, which can be one epoch behind what it had already reported; that
+    epoch then appears twice in ``result.json``.
+    """
+    by_epoch: dict[Any, dict[str, Any]] = {}
+    for result in results:
+        by_epoch[result.get("epoch", len(by_epoch) + 1)] = result
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
 def _trial_row(
     trial_id: str, history: list[dict], config: dict, plan: dict | None, error: str | None
 ) -> dict:
@@ -172,7 +185,13 @@ def load_results(experiment_dir: str) -> ResultTables:
             continue
         config = json.loads(params_text)
         results_text = _read_text(fs, f"{trial_dir}/result.json") or ""
-        history = [json.loads(line) for line in results_text.splitlines() if line.strip()]
+        history = _one_per_epoch(
+            json.loads(line) for line in results_text.splitlines() if line.strip()
+        )
+        if not history:
+            # Created but never reported (e.g. started just before a crash and not
+            # resumed: the resumed search replaced it with a new trial).
+            continue
         plan_text = _read_text(fs, f"{root}/plans/{trial_id}.json")
         plan = json.loads(plan_text) if plan_text else None
         error = _error_line(_read_text(fs, f"{trial_dir}/error.txt"))

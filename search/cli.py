@@ -107,7 +107,28 @@ def run(
         )
     except ConfigError as error:
         raise _fail(str(error)) from None
-    console.print(ranking_table(outcome.ranked, len(config.target_list())))
+    _print_outcome(outcome, len(config.target_list()))
+
+
+@app.command()
+def resume(
+    directory: Annotated[Path, typer.Argument(help="The directory of an interrupted search.")],
+) -> None:
+    """Continue an interrupted search: finished trials are kept, running ones continue
+    from their last checkpoint, and the search ends with the configured trial count."""
+    from search.experiment import resume_search
+
+    try:
+        outcome = resume_search(
+            directory, on_stage=lambda message: console.print(f"[dim]phasetune:[/] {message}")
+        )
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    _print_outcome(outcome, len(_experiment(directory).target_list()))
+
+
+def _print_outcome(outcome: Any, targets: int) -> None:
+    console.print(ranking_table(outcome.ranked, targets))
     console.print(f"experiment: {outcome.experiment_dir}")
     if outcome.best_yaml is not None:
         console.print(f"best config: {outcome.best_yaml}  (and {outcome.best_json.name})")

@@ -25,7 +25,7 @@ from trainables.launch import LaunchSettings, plan_for_trial, trial_driver, tria
 from trainables.models import ensure_pretrained
 from trainables.phases import PlanError
 
-__all__ = ["SearchOutcome", "configure_runtime", "run_search", "start_ray"]
+__all__ = ["SearchOutcome", "configure_runtime", "resume_search", "run_search", "start_ray"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,20 @@ class SearchOutcome:
     wall_seconds: float
 
 
+class _AlreadyDeletedCheckpoint(logging.Filter):
+    """Drops Tune's error for deleting a checkpoint that is already gone.
+
+    After a crash the restored experiment state can list a checkpoint the trial had
+    already rotated out; Tune then logs a traceback while deleting it again,
+    although nothing is lost.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        deleting = "Error handling checkpoint" in str(record.msg)
+        return not (deleting and isinstance(error, FileNotFoundError))
+
+
 def configure_runtime() -> None:
     """Environment and logging defaults for a quiet, fast local run."""
     for name, value in RAY_ENVIRONMENT.items():
@@ -70,6 +84,9 @@ def configure_runtime() -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
         logging.ERROR
     )
+    controller = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, _AlreadyDeletedCheckpoint) for f in controller.filters):
+        controller.addFilter(_AlreadyDeletedCheckpoint())
 
 
 def start_ray(num_cpus: int | None = None) -> bool:
@@ -171,7 +188,8 @@ def prepare_experiment_dir(config: ExperimentConfig, overwrite: bool) -> Path:
         if not overwrite:
             raise ConfigError(
                 f"name: experiment {config.name!r} already exists at {experiment_dir};"
-                " choose another --name, or pass --overwrite to move the old one aside"
+                " continue it with `phasetune resume DIR`, choose another --name, or pass"
+                " --overwrite to move the old one aside"
             )
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         aside = experiment_dir.with_name(f"{experiment_dir.name}.replaced-{stamp}")
@@ -259,22 +277,11 @@ def run_search(
         check_resources(config, available)
         experiment_dir = prepare_experiment_dir(config, overwrite)
         experiment_dir.mkdir(parents=True)
-        settings = LaunchSettings(
-            plan_context=context,
-            targets=config.target_list(),
-            workers=config.resources.workers_per_trial,
-            cpus_per_worker=config.resources.cpus_per_worker,
-            gpus_per_worker=config.resources.gpus_per_worker,
-            tensorboard_root=str(experiment_dir / "tensorboard"),
-            train_storage=str(experiment_dir / "train_runs"),
-            max_failures=config.resources.max_failures,
-        )
+        settings = launch_settings(config, experiment_dir)
         (experiment_dir / "experiment.yaml").write_text(_dump_yaml(config.model_dump(mode="json")))
         study_url = config.storage.study or f"sqlite:///{experiment_dir / 'study.db'}"
         tuner = tune.Tuner(
-            tune.with_resources(
-                tune.with_parameters(trial_driver, settings=settings), trial_resources(settings)
-            ),
+            _trainable(settings),
             tune_config=tune.TuneConfig(
                 search_alg=_searcher(config, space, study_url),
                 scheduler=build_scheduler(config.search, _max_epochs(config, space)),
@@ -307,6 +314,37 @@ def run_search(
         if started_ray:
             ray.shutdown()
 
+    return _finish(config, results, experiment_dir, started)
+
+
+def launch_settings(config: ExperimentConfig, experiment_dir: Path) -> LaunchSettings:
+    """What every trial of ``config``'s search shares."""
+    return LaunchSettings(
+        plan_context=config.plan_context(),
+        targets=config.target_list(),
+        workers=config.resources.workers_per_trial,
+        cpus_per_worker=config.resources.cpus_per_worker,
+        gpus_per_worker=config.resources.gpus_per_worker,
+        tensorboard_root=str(experiment_dir / "tensorboard"),
+        train_storage=str(experiment_dir / "train_runs"),
+        max_failures=config.resources.max_failures,
+    )
+
+
+def _trainable(settings: LaunchSettings) -> Any:
+    from ray import tune
+
+    return tune.with_resources(
+        tune.with_parameters(trial_driver, settings=settings), trial_resources(settings)
+    )
+
+
+def _finish(
+    config: ExperimentConfig, results: Any, experiment_dir: Path, started: float
+) -> SearchOutcome:
+    """Rank the results, export the best trial and write the result files."""
+    import time
+
     records = records_from_results(results, config)
     targets = config.target_list()
     ranked = rank_trials(records, targets)
@@ -329,6 +367,55 @@ def run_search(
         best_json=best_json,
         wall_seconds=time.perf_counter() - started,
     )
+
+
+def resume_search(
+    experiment_dir: Path, on_stage: Callable[[str], None] = lambda message: None
+) -> SearchOutcome:
+    """Continue an interrupted search where it stopped.
+
+    Finished trials are kept and never run again; trials that were running
+    continue from their last checkpoint (phase and epoch included); the searcher
+    comes back as Tune last saved it, on the same persisted Optuna study; the
+    search ends with the configured number of trials.
+
+    Raises:
+        ConfigError: ``experiment_dir`` is not a search that can be resumed.
+    """
+    import time
+
+    import ray
+    from ray import tune
+
+    from search.config import load_experiment
+
+    started = time.perf_counter()
+    experiment_dir = Path(experiment_dir).resolve()
+    saved = experiment_dir / "experiment.yaml"
+    tune_dir = experiment_dir / "tune"
+    if not saved.is_file() or not tune.Tuner.can_restore(str(tune_dir)):
+        raise ConfigError(
+            f"{experiment_dir}: no search to resume here (needs experiment.yaml and tune/);"
+            " give the directory `phasetune run` printed"
+        )
+    config = load_experiment(saved)
+    on_stage("starting Ray")
+    started_ray = start_ray()
+    try:
+        check_resources(config, ray.cluster_resources())
+        tuner = tune.Tuner.restore(
+            str(tune_dir),
+            trainable=_trainable(launch_settings(config, experiment_dir)),
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+        )
+        on_stage(f"resuming {config.name}: {config.search.num_samples} trials in all")
+        results = tuner.fit()
+    finally:
+        if started_ray:
+            ray.shutdown()
+    return _finish(config, results, experiment_dir, started)
 
 
 def write_ranking(ranked: list[RankedTrial], path: Path) -> None:
