@@ -8,7 +8,8 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,20 @@ def start_ray(num_cpus: int | None = None) -> bool:
             logging_level=logging.WARNING,
         )
     return True
+
+
+@contextmanager
+def ray_running() -> Iterator[None]:
+    """Ray for the duration of the block: reused if already up, else started and
+    shut down afterwards."""
+    import ray
+
+    started = start_ray()
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _max_epochs(config: ExperimentConfig, space: SearchSpace) -> int:
@@ -271,8 +286,7 @@ def run_search(
         ensure_pretrained(context.model)
 
     on_stage("starting Ray")
-    started_ray = start_ray()
-    try:
+    with ray_running():
         available = ray.cluster_resources()
         check_resources(config, available)
         experiment_dir = prepare_experiment_dir(config, overwrite)
@@ -310,9 +324,6 @@ def run_search(
         )
         on_stage(f"searching: {config.search.num_samples} trials")
         results = tuner.fit()
-    finally:
-        if started_ray:
-            ray.shutdown()
 
     return _finish(config, results, experiment_dir, started)
 
@@ -400,8 +411,7 @@ def resume_search(
         )
     config = load_experiment(saved)
     on_stage("starting Ray")
-    started_ray = start_ray()
-    try:
+    with ray_running():
         check_resources(config, ray.cluster_resources())
         tuner = tune.Tuner.restore(
             str(tune_dir),
@@ -412,9 +422,6 @@ def resume_search(
         )
         on_stage(f"resuming {config.name}: {config.search.num_samples} trials in all")
         results = tuner.fit()
-    finally:
-        if started_ray:
-            ray.shutdown()
     return _finish(config, results, experiment_dir, started)
 
 

@@ -21,6 +21,7 @@ import torch
 
 __all__ = [
     "CACHE_DIR_ENV",
+    "cache_dir",
     "GENERATOR_VERSION",
     "KINDS",
     "DataSpec",
@@ -228,8 +229,13 @@ def _num_val(num_samples: int, val_fraction: float) -> int:
 # Disk cache
 
 
+def cache_dir() -> Path:
+    """Where generated data and pretrained backbones are cached (``CACHE_DIR_ENV``)."""
+    return Path(os.environ.get(CACHE_DIR_ENV, Path.home() / ".cache" / "phasetune"))
+
+
 def _cache_path(spec: DataSpec) -> Path:
-    root = Path(os.environ.get(CACHE_DIR_ENV, Path.home() / ".cache" / "phasetune"))
+    root = cache_dir()
     digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
     return root / "data" / f"{spec.kind}-{digest}-v{GENERATOR_VERSION}.pt"
 

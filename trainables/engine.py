@@ -301,9 +301,12 @@ class _Trainer:
         trainable_groups: list[int],
     ) -> dict[str, float]:
         set_train_mode(self.model, trainable_groups)
-        sums = dict.fromkeys(phase.tasks, 0.0)
-        weight_sums = dict.fromkeys(phase.tasks, 0.0)
-        correct, seen, steps = 0, 0, 0
+        # Running sums stay on the device: reading a value per step would make the
+        # host wait for the accelerator every batch.
+        loss_sums = torch.zeros(len(phase.tasks), device=self.device)
+        weight_sums = torch.zeros(len(phase.tasks), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen, steps = 0, 0
         for images, targets in self._batches(self.data.train, shuffle=True):
             outputs = model(images, phase.tasks)
             losses = self._task_losses(outputs, targets)
@@ -312,14 +315,14 @@ class _Trainer:
             loss.backward()
             optimizer.step()
             steps += 1
-            for i, task in enumerate(phase.tasks):
-                sums[task] += float(losses[task].detach())
-                weight_sums[task] += float(weights[i])
+            loss_sums += torch.stack([losses[task].detach() for task in phase.tasks])
+            weight_sums += weights.detach()
             if "cls" in outputs:
-                correct += int((outputs["cls"].argmax(1) == targets["cls"]).sum())
+                correct += (outputs["cls"].argmax(1) == targets["cls"]).sum()
                 seen += len(images)
-        local_steps = max(steps, 1)
-        totals = _all_reduce_sum([*sums.values(), correct, seen, steps], self.world_size)
+        sums = dict(zip(phase.tasks, loss_sums.tolist(), strict=True))
+        weight_means = dict(zip(phase.tasks, (weight_sums / max(steps, 1)).tolist(), strict=True))
+        totals = _all_reduce_sum([*sums.values(), int(correct), seen, steps], self.world_size)
         task_totals, (correct, seen, steps) = totals[: len(sums)], totals[len(sums) :]
         mean_losses = {
             task: value / max(steps, 1) for task, value in zip(sums, task_totals, strict=True)
@@ -328,7 +331,7 @@ class _Trainer:
         metrics = {f"train/loss/{task}": value for task, value in mean_losses.items()}
         metrics["train/loss"] = sum(mean_losses.values())
         # Every rank runs the same steps with the same weights, so local means suffice.
-        metrics.update({f"weight/{task}": weight_sums[task] / local_steps for task in sums})
+        metrics.update({f"weight/{task}": weight for task, weight in weight_means.items()})
         if seen:
             metrics["train/acc"] = correct / seen
         return metrics

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trainables.data import iterate_batches, load_dataset
+from trainables.data import cache_dir, iterate_batches, load_dataset
 from trainables.phases import ModelSpec, PretrainSpec
 
 __all__ = [
@@ -20,7 +20,6 @@ __all__ = [
     "SmallCNN",
     "TaskModel",
     "build_model",
-    "cache_dir",
     "pretrained_backbone_path",
 ]
 
@@ -29,11 +28,6 @@ logger = logging.getLogger(__name__)
 #: Bump when the backbone architecture or the pretraining loop changes, so stale
 #: cached weights are never loaded into a different network.
 PRETRAIN_VERSION = 1
-
-
-def cache_dir() -> Path:
-    """Where generated data and pretrained backbones are cached."""
-    return Path(os.environ.get("PHASETUNE_CACHE_DIR", Path.home() / ".cache" / "phasetune"))
 
 
 class SmallCNN(nn.Module):
