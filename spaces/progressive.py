@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spaces.params import Categorical, FloatRange, IntRange
+from spaces.params import Categorical, Fixed, FloatRange, IntRange
 from spaces.strategy_space import Baseline, StrategySpace
 
 __all__ = ["progressive_space"]
@@ -21,6 +21,9 @@ def progressive_space(num_groups: int) -> StrategySpace:
     return StrategySpace(
         strategy="progressive",
         params={
+            # The document's epoch splits by data-set size (small, medium, large);
+            # when set, a preset replaces the three phase lengths.
+            "preset": Fixed(None),
             "frozen_epochs": IntRange(1, 5),
             "partial_epochs": IntRange(1, 5),
             "full_epochs": IntRange(1, 6),
@@ -34,6 +37,7 @@ def progressive_space(num_groups: int) -> StrategySpace:
             Baseline(
                 name="document: progressive 3+3+4",
                 params={
+                    "preset": None,
                     "frozen_epochs": 3,
                     "partial_epochs": 3,
                     "full_epochs": 4,

@@ -65,7 +65,7 @@ def test_fixed_parameters_reach_the_trial_config():
     space = build_search_space({"progressive": {"lr_decay": 10.0}}, NUM_GROUPS)
     trial = optuna.create_study().ask()
     fixed = space.define_by_run(trial)
-    assert fixed == {"progressive/lr_decay": 10.0}
+    assert fixed == {"progressive/lr_decay": 10.0, "progressive/preset": None}
     assert "progressive/lr_decay" not in trial.params
 
 
@@ -106,3 +106,21 @@ def test_a_fixed_parameter_applies_to_the_baselines_too():
     fixed = space.define_by_run(trial)
     assert trial.params["progressive/base_lr"] == 1e-3  # the rest is the baseline
     assert fixed["progressive/batch_size"] == 64  # the user's fixed value wins
+
+
+@pytest.mark.parametrize(
+    ("override", "epochs"),
+    [("small", [[3, 2, 2]]), (["small", "medium", "large"], [[3, 2, 2], [3, 3, 4], [5, 10, 15]])],
+)
+def test_the_documents_presets_are_selectable_from_an_experiment_file(override, epochs):
+    space = build_search_space({"progressive": {"preset": override}}, NUM_GROUPS)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(20):
+        trial = study.ask()
+        fixed = space.define_by_run(trial)
+        values = {k.split("/", 1)[1]: v for k, v in {**trial.params, **fixed}.items() if "/" in k}
+        plan = build_plan("progressive", values, TINY_CONTEXT)
+        seen.add(tuple(p.epochs for p in plan.phases))
+        study.tell(trial, 0.0)
+    assert seen == {tuple(e) for e in epochs}
