@@ -319,6 +319,27 @@ def status(directory: Annotated[Path, typer.Argument(help="An experiment directo
 
 
 @app.command()
+def tensorboard(
+    directory: Annotated[Path, typer.Argument(help="An experiment directory.")],
+    port: Annotated[
+        int | None, typer.Option(help="Port on 127.0.0.1 (default: a free one).")
+    ] = None,
+) -> None:
+    """Serve TensorBoard for an experiment on 127.0.0.1 until interrupted."""
+    import subprocess
+
+    from analysis.tensorboard import free_port, tensorboard_command
+
+    if not (directory / "tensorboard").is_dir():
+        raise _fail(
+            f"{directory}: no tensorboard/ here; give the directory `phasetune run` printed"
+        )
+    chosen = port or free_port()
+    console.print(f"TensorBoard for {directory}: http://127.0.0.1:{chosen}/ (Ctrl-C stops it)")
+    raise typer.Exit(subprocess.call(tensorboard_command(directory, chosen)))
+
+
+@app.command()
 def pretrain(
     experiment: Annotated[
         Path | None, typer.Argument(help="Experiment YAML whose backbone to pretrain.")

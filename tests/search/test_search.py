@@ -227,3 +227,49 @@ def test_a_diverging_trial_fails_in_tune_and_optuna_while_others_finish(
     assert states == [TrialState.COMPLETE.name, TrialState.FAIL.name]
     failed = next(t for t in study.trials if t.state == TrialState.FAIL)
     assert "error" in failed.user_attrs["fail_reason"]
+
+
+def test_tensorboard_serves_our_scalars_and_hparams_on_loopback(searched):
+    import subprocess
+    import time
+    import urllib.request
+
+    from analysis.tensorboard import free_port, tensorboard_command
+
+    _, outcome = searched
+    port = free_port()
+    server = subprocess.Popen(
+        tensorboard_command(outcome.experiment_dir, port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def get(path: str, body: bytes | None = None) -> dict:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body)
+        if body is not None:
+            request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    try:
+        deadline = time.monotonic() + 60
+        tags: dict = {}
+        while time.monotonic() < deadline:
+            try:
+                tags = get("/data/plugin/scalars/tags")
+                if len(tags) == 3:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        assert set(tags) == {item.record.trial_id for item in outcome.ranked}
+        for run_tags in tags.values():
+            assert {"val/acc", "val/loss", "train/loss/cls", "lr/group0", "phase"} <= set(run_tags)
+        plugins = get("/data/plugins_listing")
+        assert plugins["scalars"]["enabled"] and plugins["hparams"]["enabled"]
+        experiment = get("/data/plugin/hparams/experiment", b'{"experimentName": ""}')
+        names = {info["name"] for info in experiment["hparamInfos"]}
+        assert {"strategy", "progressive/base_lr"} <= names
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
