@@ -87,3 +87,82 @@ def test_in_process_trial_reports_the_same_metrics(ray_session, tmp_path):
     with result.checkpoint.as_directory() as directory:
         state = torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=True)
     assert state["position"]["global_epoch"] == 3
+
+
+def test_a_killed_train_worker_restarts_from_the_last_checkpoint(ray_session, tmp_path):
+    import dataclasses
+    import json
+    import signal
+    import threading
+    import time
+
+    import psutil
+    from ray import tune
+
+    from trainables.data import DataSpec
+
+    # Enough data that 9 epochs take several seconds, so the kill lands mid-run.
+    context = dataclasses.replace(
+        TINY_CONTEXT, data=DataSpec(num_samples=1600, image_size=16, num_classes=6)
+    )
+    ensure_pretrained(context.model)
+    settings = LaunchSettings(
+        plan_context=context,
+        targets=NSL.targets,
+        workers=2,
+        cpus_per_worker=1,
+        train_storage=str(tmp_path / "train_runs"),
+        max_failures=1,
+    )
+    config = {
+        "strategy": "progressive",
+        "progressive": dict(TINY_PROGRESSIVE, frozen_epochs=3, partial_epochs=3, full_epochs=3),
+    }
+    tuner = tune.Tuner(
+        tune.with_resources(
+            tune.with_parameters(trial_driver, settings=settings), trial_resources(settings)
+        ),
+        param_space=config,
+        tune_config=tune.TuneConfig(num_samples=1),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path / "tune"), name="t", verbose=0, callbacks=_result_loggers()
+        ),
+    )
+    outcome = {}
+    fitting = threading.Thread(target=lambda: outcome.update(results=tuner.fit()))
+    fitting.start()
+
+    def reported_epochs() -> list[int]:
+        files = list((tmp_path / "tune" / "t").glob("*/result.json"))
+        if not files:
+            return []
+        return [json.loads(line)["epoch"] for line in files[0].read_text().splitlines()]
+
+    deadline = time.monotonic() + 180
+    while len(reported_epochs()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(reported_epochs()) >= 4, "the trial never got going"
+    killed_after = reported_epochs()[-1]
+    # Ray titles actor processes "ray::<class>...".
+    workers = [
+        process.pid
+        for process in psutil.process_iter(["cmdline"])
+        if any("RayTrainWorker" in part for part in process.info["cmdline"] or ())
+    ]
+    assert workers, "no Train worker to kill"
+    os.kill(workers[0], signal.SIGKILL)
+    fitting.join(timeout=240)
+    assert not fitting.is_alive()
+
+    results = outcome["results"]
+    assert results.num_errors == 0, results.errors
+    epochs = reported_epochs()
+    assert killed_after < 9, "the kill came too late to test anything"
+    assert epochs[-1] == 9
+    # The group restarted from the last checkpoint: epochs only go forward (at most the
+    # epoch in flight is repeated), none started over from epoch 1.
+    assert epochs == sorted(epochs)
+    assert sorted(set(epochs)) == list(range(1, 10))
+    assert len(epochs) - len(set(epochs)) <= 1
+    history = results[0].metrics_dataframe.drop_duplicates("epoch", keep="last")
+    assert list(history.sort_values("epoch")["phase"]) == [1, 1, 1, 2, 2, 2, 3, 3, 3]
