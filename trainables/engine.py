@@ -499,8 +499,11 @@ def _open_writer(context: EngineContext, plan: PhasePlan) -> Any:
     }
     hparam_values.setdefault("strategy", plan.strategy)
     metric_names = {"val/acc": 0.0, "val/loss": 0.0, "target_score": 0.0}
-    for summary in hparams(hparam_values, metric_names):
-        writer.file_writer.add_summary(summary)
+    _, session_start, _ = hparams(hparam_values, metric_names)
+    # Only this trial's session start: an experiment summary per trial would list
+    # only this trial's parameters, and TensorBoard would show whichever it read
+    # first. Without one, it builds the experiment from every trial's session.
+    writer.file_writer.add_summary(session_start)
     return writer
 
 
