@@ -38,19 +38,8 @@ def trial_state(
 class StudySearch(OptunaSearch):
     """``OptunaSearch`` with honest trial states (see the module docstring)."""
 
-    def _finished_in_study(self, trial_id: str) -> bool:
-        """True when the persisted study already holds this trial as finished.
-
-        After a crash Tune may restore an experiment snapshot older than the study:
-        a trial the study saw complete can come back as running and report again.
-        The study is the record; it is not told twice.
-        """
-        ot_trial = self._ot_trials[trial_id]
-        stored = self._ot_study._storage.get_trial(ot_trial._trial_id)
-        return stored.state.is_finished()
-
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id not in self._ot_trials or self._finished_in_study(trial_id):
+        if trial_id not in self._ot_trials or trial_id in self._completed_trials:
             return
         value = result.get(self.metric)
         # Optuna refuses non-finite intermediate values; the trial ends failed anyway.
@@ -58,16 +47,22 @@ class StudySearch(OptunaSearch):
             self._ot_trials[trial_id].report(value, int(result.get("epoch", 0)))
 
     def restore(self, checkpoint_path: str) -> None:
-        """Restore as saved, then fail the study's trials this searcher never saw.
+        """Restore as saved, then line the searcher up with the persisted study.
 
-        Trials the sampler asked for after Tune's last snapshot are not resumed
-        (Tune proposes new ones instead); left RUNNING they would sit in the study
-        forever and skew what the sampler learns.
+        Tune's snapshot can be older than the study. A trial the study already
+        holds as finished may come back as running and report again: it is marked
+        completed here, so the study is not told twice. Trials the sampler asked for
+        after the snapshot are not resumed (Tune proposes new ones instead); left
+        RUNNING they would sit in the study forever and skew what the sampler learns.
         """
         super().restore(checkpoint_path)
+        stored = {t._trial_id: t for t in self._ot_study.get_trials(deepcopy=False)}
+        for tune_id, ot_trial in self._ot_trials.items():
+            if stored[ot_trial._trial_id].state.is_finished():
+                self._completed_trials.add(tune_id)
         known = {trial._trial_id for trial in self._ot_trials.values()}
-        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen._trial_id not in known:
+        for frozen in stored.values():
+            if frozen.state == TrialState.RUNNING and frozen._trial_id not in known:
                 self._ot_study._storage.set_trial_user_attr(
                     frozen._trial_id,
                     "fail_reason",
@@ -79,9 +74,6 @@ class StudySearch(OptunaSearch):
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return
-        if self._finished_in_study(trial_id):
-            self._completed_trials.add(trial_id)
             return
         ot_trial = self._ot_trials[trial_id]
         state, value, reason = trial_state(result, self.metric, error)
