@@ -86,16 +86,20 @@ def _numeric(value: Any) -> bool:
 
 
 def _status(history: list[dict[str, Any]], error: str | None) -> str:
-    if error is not None:
-        return "failed"
+    """How a trial ended: ``done``, ``early_stopped``, ``stopped`` (by the scheduler),
+    ``failed`` or ``pending``.
+
+    A plan that ran to the end is done even beside an ``error.txt``: Tune keeps
+    that file when a retry after a failure then succeeds.
+    """
     if not history:
-        return "pending"
+        return "failed" if error is not None else "pending"
     last = history[-1]
     if not all(math.isfinite(v) for v in last.values() if _numeric(v)):
         return "failed"
     if last.get("plan_complete"):
         return "early_stopped" if last.get("early_stopped") else "done"
-    return "stopped"
+    return "failed" if error is not None else "stopped"
 
 
 def _error_line(text: str | None) -> str | None:
@@ -124,10 +128,11 @@ def _trial_row(
     strategy = config.get("strategy")
     params = config.get(strategy, {}) if strategy else {}
     last = history[-1] if history else {}
+    status = _status(history, error)
     row: dict[str, Any] = {
         "trial_id": trial_id,
-        "status": _status(history, error),
-        "error": error,
+        "status": status,
+        "error": error if status == "failed" else None,
         "strategy": strategy,
         "epochs": int(last.get("epoch", 0) or 0),
         "wall_time_s": float(last.get("time_total_s", 0.0) or 0.0),
@@ -200,9 +205,10 @@ def load_results(experiment_dir: str) -> ResultTables:
     return ResultTables(trials=_table(trial_rows), epochs=_table(epoch_rows))
 
 
-def write_results(experiment_dir: str) -> tuple[str, str]:
-    """Write ``results.parquet`` and ``epochs.parquet`` beside the experiment."""
-    tables = load_results(experiment_dir)
+def write_results(experiment_dir: str, tables: ResultTables | None = None) -> tuple[str, str]:
+    """Write ``results.parquet`` and ``epochs.parquet`` beside the experiment
+    (``tables`` if already loaded)."""
+    tables = tables or load_results(experiment_dir)
     fs, root = _filesystem(experiment_dir)
     paths = (f"{root}/results.parquet", f"{root}/epochs.parquet")
     pq.write_table(tables.trials, paths[0], filesystem=fs)

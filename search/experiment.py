@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-import math
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -14,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from analysis.export import export_best
-from analysis.ranking import RankedTrial, TrialRecord, rank_trials
-from analysis.results import write_results
+from analysis.ranking import RankedTrial, rank_trials
+from analysis.results import load_results, trial_records, write_results
 from search.config import ConfigError, ExperimentConfig
 from search.progress import PlanRecorder, TrialProgress
 from search.schedulers import build_scheduler
@@ -24,7 +23,6 @@ from spaces import SearchSpace
 from trainables.data import load_dataset
 from trainables.launch import LaunchSettings, plan_for_trial, trial_driver, trial_resources
 from trainables.models import ensure_pretrained
-from trainables.phases import PlanError
 
 __all__ = ["SearchOutcome", "configure_runtime", "resume_search", "run_search", "start_ray"]
 
@@ -213,48 +211,6 @@ def prepare_experiment_dir(config: ExperimentConfig, overwrite: bool) -> Path:
     return experiment_dir
 
 
-def records_from_results(results: Any, config: ExperimentConfig) -> list[TrialRecord]:
-    """One TrialRecord per Tune result, with its status told apart."""
-    records = []
-    context = config.plan_context()
-    for result in results:
-        trial_config = result.config or {}
-        strategy = trial_config.get("strategy", "?")
-        metrics = dict(result.metrics or {})
-        try:
-            plan = plan_for_trial(trial_config, context).to_dict()
-        except (PlanError, KeyError):
-            plan = None
-        if result.error is not None:
-            status, error = "failed", _one_line(result.error)
-        elif not metrics or any(
-            isinstance(v, float) and math.isnan(v) for v in (metrics.get("target_score"),)
-        ):
-            status, error = "failed", "reported no finite target_score"
-        elif metrics.get("plan_complete"):
-            status, error = ("early_stopped" if metrics.get("early_stopped") else "done"), None
-        else:
-            status, error = "stopped", None
-        records.append(
-            TrialRecord(
-                trial_id=metrics.get("trial_id") or Path(result.path).name,
-                strategy=strategy,
-                params=dict(trial_config.get(strategy, {})),
-                metrics=metrics,
-                status=status,
-                plan=plan,
-                error=error,
-            )
-        )
-    return records
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    last = [line for line in text if line.strip()]
-    return f"{type(error).__name__}: {last[-1] if last else ''}"[:300]
-
-
 def run_search(
     config: ExperimentConfig,
     *,
@@ -323,9 +279,9 @@ def run_search(
             ),
         )
         on_stage(f"searching: {config.search.num_samples} trials")
-        results = tuner.fit()
+        tuner.fit()
 
-    return _finish(config, results, experiment_dir, started)
+    return _finish(config, experiment_dir, started)
 
 
 def launch_settings(config: ExperimentConfig, experiment_dir: Path) -> LaunchSettings:
@@ -350,15 +306,15 @@ def _trainable(settings: LaunchSettings) -> Any:
     )
 
 
-def _finish(
-    config: ExperimentConfig, results: Any, experiment_dir: Path, started: float
-) -> SearchOutcome:
+def _finish(config: ExperimentConfig, experiment_dir: Path, started: float) -> SearchOutcome:
     """Rank the results, export the best trial and write the result files."""
     import time
 
-    records = records_from_results(results, config)
+    # Ranked from the files the trials wrote, as `phasetune analyze` reads them, so
+    # a finished search and a later analysis agree on every status and metric.
+    tables = load_results(str(experiment_dir))
     targets = config.target_list()
-    ranked = rank_trials(records, targets)
+    ranked = rank_trials(trial_records(tables.trials), targets)
     best_yaml = best_json = None
     if ranked and not ranked[0].failed:
         best_yaml, best_json = export_best(
@@ -370,7 +326,7 @@ def _finish(
             epoch_scale=config.search.epoch_scale,
         )
     write_ranking(ranked, experiment_dir / "ranking.json")
-    write_results(str(experiment_dir))
+    write_results(str(experiment_dir), tables)
     return SearchOutcome(
         experiment_dir=experiment_dir,
         ranked=ranked,
@@ -421,8 +377,8 @@ def resume_search(
             restart_errored=False,
         )
         on_stage(f"resuming {config.name}: {config.search.num_samples} trials in all")
-        results = tuner.fit()
-    return _finish(config, results, experiment_dir, started)
+        tuner.fit()
+    return _finish(config, experiment_dir, started)
 
 
 def write_ranking(ranked: list[RankedTrial], path: Path) -> None:
