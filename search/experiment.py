@@ -21,7 +21,7 @@ from search.schedulers import build_scheduler
 from search.study import StudySearch
 from spaces import SearchSpace
 from trainables.data import load_dataset
-from trainables.launch import LaunchSettings, plan_for_trial, trial_driver, trial_resources
+from trainables.launch import LaunchSettings, plan_for_trial, tune_trainable
 from trainables.models import ensure_pretrained
 
 __all__ = ["SearchOutcome", "configure_runtime", "resume_search", "run_search", "start_ray"]
@@ -251,7 +251,7 @@ def run_search(
         (experiment_dir / "experiment.yaml").write_text(_dump_yaml(config.model_dump(mode="json")))
         study_url = config.storage.study or f"sqlite:///{experiment_dir / 'study.db'}"
         tuner = tune.Tuner(
-            _trainable(settings),
+            tune_trainable(settings),
             tune_config=tune.TuneConfig(
                 search_alg=_searcher(config, space, study_url),
                 scheduler=build_scheduler(config.search, _max_epochs(config, space)),
@@ -295,14 +295,6 @@ def launch_settings(config: ExperimentConfig, experiment_dir: Path) -> LaunchSet
         tensorboard_root=str(experiment_dir / "tensorboard"),
         train_storage=str(experiment_dir / "train_runs"),
         max_failures=config.resources.max_failures,
-    )
-
-
-def _trainable(settings: LaunchSettings) -> Any:
-    from ray import tune
-
-    return tune.with_resources(
-        tune.with_parameters(trial_driver, settings=settings), trial_resources(settings)
     )
 
 
@@ -371,7 +363,7 @@ def resume_search(
         check_resources(config, ray.cluster_resources())
         tuner = tune.Tuner.restore(
             str(tune_dir),
-            trainable=_trainable(launch_settings(config, experiment_dir)),
+            trainable=tune_trainable(launch_settings(config, experiment_dir)),
             resume_unfinished=True,
             resume_errored=False,
             restart_errored=False,

@@ -36,6 +36,7 @@ __all__ = [
     "plan_for_trial",
     "train_locally",
     "trial_driver",
+    "tune_trainable",
     "trial_resources",
 ]
 
@@ -75,6 +76,15 @@ def trial_resources(settings: LaunchSettings) -> dict[str, float]:
     if settings.workers == 1:
         return {"cpu": settings.cpus_per_worker, "gpu": settings.gpus_per_worker}
     return {"cpu": 0, "memory": 1}
+
+
+def tune_trainable(settings: LaunchSettings) -> Any:
+    """``trial_driver`` as Tune runs it: bound to ``settings``, holding its resources."""
+    from ray import tune
+
+    return tune.with_resources(
+        tune.with_parameters(trial_driver, settings=settings), trial_resources(settings)
+    )
 
 
 def plan_for_trial(config: dict[str, Any], context: PlanContext) -> PhasePlan:

@@ -10,14 +10,29 @@ from analysis.targets import NSL
 from search.experiment import _result_loggers
 from tests.conftest import TINY_CONTEXT, TINY_PROGRESSIVE
 from trainables.engine import CHECKPOINT_FILE
-from trainables.launch import LaunchSettings, trial_driver, trial_resources
+from trainables.launch import LaunchSettings, tune_trainable
 from trainables.models import build_model, ensure_pretrained
 
 CONFIG = {"strategy": "progressive", "progressive": TINY_PROGRESSIVE}
 
 
-def _run_trial(tmp_path, workers: int):
+def _one_trial_tuner(tmp_path, settings: LaunchSettings, config: dict):
     from ray import tune
+
+    return tune.Tuner(
+        tune_trainable(settings),
+        param_space=config,
+        tune_config=tune.TuneConfig(num_samples=1),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path / "tune"),
+            name="t",
+            verbose=0,
+            callbacks=_result_loggers(),  # the search's own loggers (Tune's are turned off)
+        ),
+    )
+
+
+def _run_trial(tmp_path, workers: int):
 
     ensure_pretrained(TINY_CONTEXT.model)
     settings = LaunchSettings(
@@ -28,20 +43,7 @@ def _run_trial(tmp_path, workers: int):
         tensorboard_root=str(tmp_path / "tensorboard"),
         train_storage=str(tmp_path / "train_runs"),
     )
-    tuner = tune.Tuner(
-        tune.with_resources(
-            tune.with_parameters(trial_driver, settings=settings), trial_resources(settings)
-        ),
-        param_space=CONFIG,
-        tune_config=tune.TuneConfig(num_samples=1),
-        run_config=tune.RunConfig(
-            storage_path=str(tmp_path / "tune"),
-            name="t",
-            verbose=0,
-            callbacks=_result_loggers(),  # the search's own loggers (Tune's are turned off)
-        ),
-    )
-    results = tuner.fit()
+    results = _one_trial_tuner(tmp_path, settings, CONFIG).fit()
     assert results.num_errors == 0, results.errors
     return results[0]
 
@@ -87,82 +89,3 @@ def test_in_process_trial_reports_the_same_metrics(ray_session, tmp_path):
     with result.checkpoint.as_directory() as directory:
         state = torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=True)
     assert state["position"]["global_epoch"] == 3
-
-
-def test_a_killed_train_worker_restarts_from_the_last_checkpoint(ray_session, tmp_path):
-    import dataclasses
-    import json
-    import signal
-    import threading
-    import time
-
-    import psutil
-    from ray import tune
-
-    from trainables.data import DataSpec
-
-    # Enough data that 9 epochs take several seconds, so the kill lands mid-run.
-    context = dataclasses.replace(
-        TINY_CONTEXT, data=DataSpec(num_samples=1600, image_size=16, num_classes=6)
-    )
-    ensure_pretrained(context.model)
-    settings = LaunchSettings(
-        plan_context=context,
-        targets=NSL.targets,
-        workers=2,
-        cpus_per_worker=1,
-        train_storage=str(tmp_path / "train_runs"),
-        max_failures=1,
-    )
-    config = {
-        "strategy": "progressive",
-        "progressive": dict(TINY_PROGRESSIVE, frozen_epochs=3, partial_epochs=3, full_epochs=3),
-    }
-    tuner = tune.Tuner(
-        tune.with_resources(
-            tune.with_parameters(trial_driver, settings=settings), trial_resources(settings)
-        ),
-        param_space=config,
-        tune_config=tune.TuneConfig(num_samples=1),
-        run_config=tune.RunConfig(
-            storage_path=str(tmp_path / "tune"), name="t", verbose=0, callbacks=_result_loggers()
-        ),
-    )
-    outcome = {}
-    fitting = threading.Thread(target=lambda: outcome.update(results=tuner.fit()))
-    fitting.start()
-
-    def reported_epochs() -> list[int]:
-        files = list((tmp_path / "tune" / "t").glob("*/result.json"))
-        if not files:
-            return []
-        return [json.loads(line)["epoch"] for line in files[0].read_text().splitlines()]
-
-    deadline = time.monotonic() + 180
-    while len(reported_epochs()) < 4 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(reported_epochs()) >= 4, "the trial never got going"
-    killed_after = reported_epochs()[-1]
-    # Ray titles actor processes "ray::<class>...".
-    workers = [
-        process.pid
-        for process in psutil.process_iter(["cmdline"])
-        if any("RayTrainWorker" in part for part in process.info["cmdline"] or ())
-    ]
-    assert workers, "no Train worker to kill"
-    os.kill(workers[0], signal.SIGKILL)
-    fitting.join(timeout=240)
-    assert not fitting.is_alive()
-
-    results = outcome["results"]
-    assert results.num_errors == 0, results.errors
-    epochs = reported_epochs()
-    assert killed_after < 9, "the kill came too late to test anything"
-    assert epochs[-1] == 9
-    # The group restarted from the last checkpoint: epochs only go forward (at most the
-    # epoch in flight is repeated), none started over from epoch 1.
-    assert epochs == sorted(epochs)
-    assert sorted(set(epochs)) == list(range(1, 10))
-    assert len(epochs) - len(set(epochs)) <= 1
-    history = results[0].metrics_dataframe.drop_duplicates("epoch", keep="last")
-    assert list(history.sort_values("epoch")["phase"]) == [1, 1, 1, 2, 2, 2, 3, 3, 3]
