@@ -54,6 +54,17 @@ class SmallCNN(nn.Module):
             channels = out
         self.layer_groups = nn.ModuleList(groups)
         self.out_features = channels
+        #: Output channels and stride (input pixels per feature cell) of every group.
+        self.group_channels = [width * 2 ** (i // 2) for i in range(num_groups)]
+        self.group_strides = [2 ** (i // 2) for i in range(num_groups)]
+
+    def forward_pyramid(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of every group, input side first (dense heads read several)."""
+        maps = []
+        for group in self.layer_groups:
+            images = group(images)
+            maps.append(images)
+        return maps
 
     def forward_maps(self, images: torch.Tensor) -> torch.Tensor:
         """Feature maps of the last group."""
