@@ -2,7 +2,8 @@
 
 The search samples the strategy itself as a parameter, so one Optuna study
 compares strategies; each strategy's parameters are sampled under
-``<strategy>/<param>`` only when that strategy is drawn.
+``<strategy>/<param>`` only when that strategy is drawn, and a conditional parameter
+(:class:`When`) only when the parameter it depends on takes one of its values.
 """
 
 from __future__ import annotations
@@ -13,8 +14,19 @@ from typing import Any
 
 import optuna
 
-from spaces.params import Categorical, Fixed, FloatRange, IntRange, Param, SpaceError
+from spaces.joint import joint_space
+from spaces.params import (
+    Categorical,
+    Fixed,
+    FloatRange,
+    IntRange,
+    Param,
+    SpaceError,
+    When,
+    parse_override,
+)
 from spaces.progressive import progressive_space
+from spaces.sequential import sequential_space
 from spaces.single_phase import single_phase_space
 from spaces.strategy_space import Baseline, StrategySpace
 
@@ -29,13 +41,17 @@ __all__ = [
     "SearchSpace",
     "SpaceError",
     "StrategySpace",
+    "When",
     "build_search_space",
+    "parse_override",
 ]
 
 #: Space builders by strategy name; each takes the backbone's number of layer groups.
 SPACES: dict[str, Callable[[int], StrategySpace]] = {
     "progressive": progressive_space,
     "single_phase": single_phase_space,
+    "joint": joint_space,
+    "sequential": sequential_space,
 }
 
 
@@ -48,17 +64,17 @@ class SearchSpace:
     def define_by_run(self, trial: optuna.Trial) -> dict[str, Any]:
         """Optuna define-by-run function: strategy first, then its parameters.
 
-        Returns the fixed parameters, which Optuna does not sample but the trial's
-        config must still carry.
+        Returns the active fixed parameters, which Optuna does not sample but the
+        trial's config must still carry.
         """
         by_name = {space.strategy: space for space in self.strategies}
         strategy = trial.suggest_categorical("strategy", list(by_name))
         space = by_name[strategy]
         values = space.sample(trial)
         return {
-            space.optuna_name(name): values[name]
-            for name, domain in space.params.items()
-            if isinstance(domain, Fixed)
+            space.optuna_name(name): value
+            for name, value in values.items()
+            if isinstance(space.params[name], Fixed)
         }
 
     def points_to_evaluate(self) -> list[dict[str, Any]]:

@@ -1,8 +1,10 @@
-"""Parameter domains of a search space and how a user's overrides replace them."""
+"""Parameter domains of a search space, the conditions that switch them on, and how a
+user's overrides replace them."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,6 +17,8 @@ __all__ = [
     "IntRange",
     "Param",
     "SpaceError",
+    "When",
+    "lr_schedule_params",
     "parse_override",
 ]
 
@@ -54,6 +58,8 @@ class IntRange:
     def check(self, name: str) -> None:
         if not self.low <= self.high:
             raise SpaceError(f"{name}: range [{self.low}, {self.high}] is inverted; put low first")
+        if self.step < 1:
+            raise SpaceError(f"{name}: step must be >= 1, got {self.step}")
 
     def contains(self, value: Any) -> bool:
         return self.low <= value <= self.high
@@ -91,25 +97,53 @@ class Fixed:
 Param = FloatRange | IntRange | Categorical | Fixed
 
 
+@dataclasses.dataclass(frozen=True, init=False)
+class When:
+    """A parameter is active only when the earlier parameter ``param`` takes one of ``values``.
+
+    An inactive parameter is not sampled at all, so Optuna never sees a value that the
+    strategy would ignore. ``When("weighting", "dwa", "validation")`` reads as written.
+    """
+
+    param: str
+    values: tuple[Any, ...]
+
+    def __init__(self, param: str, *values: Any) -> None:
+        object.__setattr__(self, "param", param)
+        object.__setattr__(self, "values", values)
+
+    def holds(self, values: Mapping[str, Any]) -> bool:
+        """Whether the condition holds for the values sampled so far (absent: it does not)."""
+        return self.param in values and values[self.param] in self.values
+
+
 def parse_override(name: str, default: Param, raw: Any) -> Param:
     """A user's override of one parameter, read in the shape of its default.
 
     A scalar fixes the parameter; a two-item list is ``[low, high]`` for a range
     and the choices for a categorical; a mapping names the fields
-    (``{low, high, log}`` or ``{choices: [...]}``).
+    (``{low, high, log}`` or ``{choices: [...]}``). Numbers may come as strings, as
+    YAML reads ``1e-3``.
+
+    Raises:
+        SpaceError: One line naming ``name``, what is wrong and the shape it takes.
     """
     if isinstance(raw, Mapping):
         if "choices" in raw:
             param: Param = Categorical(tuple(raw["choices"]))
-        elif isinstance(default, IntRange) or (
-            isinstance(raw.get("low"), int)
-            and isinstance(raw.get("high"), int)
-            and not isinstance(default, FloatRange)
-        ):
-            param = IntRange(int(raw["low"]), int(raw["high"]), int(raw.get("step", 1)))
+        elif "low" not in raw or "high" not in raw:
+            raise SpaceError(
+                f"{name}: give a range as {{low, high}} or choices as {{choices: [...]}},"
+                f" got keys {', '.join(map(str, raw))}"
+            )
         else:
+            integral = isinstance(default, IntRange) or (
+                isinstance(raw["low"], int)
+                and isinstance(raw["high"], int)
+                and not isinstance(default, FloatRange)
+            )
             log = raw.get("log", default.log if isinstance(default, FloatRange) else False)
-            param = FloatRange(float(raw["low"]), float(raw["high"]), bool(log))
+            param = _range(name, [raw["low"], raw["high"]], integral, raw.get("step", 1), log)
     elif isinstance(raw, Sequence) and not isinstance(raw, str):
         values = list(raw)
         if isinstance(default, (Categorical, Fixed)):
@@ -117,12 +151,78 @@ def parse_override(name: str, default: Param, raw: Any) -> Param:
         elif len(values) != 2:
             raise SpaceError(f"{name}: give a range as [low, high], got {values}")
         elif isinstance(default, IntRange):
-            if not all(float(v).is_integer() for v in values):
-                raise SpaceError(f"{name}: takes whole numbers, got {values}")
-            param = IntRange(int(values[0]), int(values[1]), default.step)
+            param = _range(name, values, True, default.step, False)
         else:
-            param = FloatRange(float(values[0]), float(values[1]), default.log)
+            param = _range(name, values, False, 1, default.log)
+    elif isinstance(default, IntRange):
+        (value,) = _whole_numbers(name, [raw], f"takes a whole number, got {raw!r}")
+        param = Fixed(value)
+    elif isinstance(default, FloatRange):
+        value = _number(raw)
+        if value is None:
+            raise SpaceError(f"{name}: takes a number, got {raw!r}")
+        param = Fixed(value)
     else:
         param = Fixed(raw)
     param.check(name)
     return param
+
+
+def _range(name: str, bounds: list[Any], integral: bool, step: Any, log: Any) -> Param:
+    if integral:
+        low, high, whole_step = _whole_numbers(
+            name, [*bounds, step], f"takes whole numbers, got {bounds} (step {step})"
+        )
+        return IntRange(low, high, whole_step)
+    numbers = [_number(bound) for bound in bounds]
+    if None in numbers:
+        raise SpaceError(f"{name}: a range takes numbers, got {bounds}")
+    return FloatRange(float(numbers[0]), float(numbers[1]), bool(log))
+
+
+def _whole_numbers(name: str, values: list[Any], problem: str) -> list[int]:
+    numbers = [_number(value) for value in values]
+    if any(number is None or not float(number).is_integer() for number in numbers):
+        raise SpaceError(f"{name}: {problem}")
+    return [int(number) for number in numbers]
+
+
+def _number(value: Any) -> float | int | None:
+    """``value`` as a number, or None where it is none."""
+    # bool is an int to Python, but `[true, false]` for a range is a mistake.
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return value
+    return None
+
+
+def lr_schedule_params(
+    kinds: tuple[str, ...], step_size: IntRange
+) -> tuple[dict[str, Param], dict[str, When]]:
+    """``lr_schedule`` over ``kinds``, then the parameters of each kind, each active only
+    under its kind: ``final_lr`` (cosine; the multi-task document recommends 1e-5),
+    ``step_size``/``step_gamma`` (step) and ``plateau_factor``/``plateau_patience`` (plateau).
+
+    Returns:
+        Domains in sampling order and their conditions, to merge into a space.
+    """
+    every: dict[str, tuple[str, Param]] = {
+        "final_lr": ("cosine", FloatRange(1e-6, 1e-4, log=True)),
+        "step_size": ("step", step_size),
+        "step_gamma": ("step", FloatRange(0.1, 0.5)),
+        "plateau_factor": ("plateau", FloatRange(0.1, 0.5)),
+        "plateau_patience": ("plateau", IntRange(1, 4)),
+    }
+    params: dict[str, Param] = {"lr_schedule": Categorical(kinds)}
+    conditions: dict[str, When] = {}
+    for name, (kind, domain) in every.items():
+        if kind in kinds:
+            params[name] = domain
+            conditions[name] = When("lr_schedule", kind)
+    return params, conditions

@@ -2,32 +2,37 @@
 
 from __future__ import annotations
 
-from spaces.params import Categorical, FloatRange, IntRange
+from spaces.params import Categorical, FloatRange, IntRange, lr_schedule_params
 from spaces.strategy_space import Baseline, StrategySpace
 
 __all__ = ["single_phase_space"]
 
 
 def single_phase_space(num_groups: int) -> StrategySpace:
-    """Epochs, lr, ReduceLROnPlateau factor/patience, early stopping, batch, dropout."""
+    """Epochs, lr and its schedule (the document's ReduceLROnPlateau, or cosine, step,
+    constant), early stopping, batch, dropout."""
     del num_groups  # every layer trains from the start
+    schedule, schedule_conditions = lr_schedule_params(
+        ("plateau", "cosine", "step", "constant"), step_size=IntRange(5, 20)
+    )
     return StrategySpace(
         strategy="single_phase",
         params={
             "epochs": IntRange(30, 50),
             "lr": FloatRange(1e-5, 1e-3, log=True),
-            "plateau_factor": FloatRange(0.1, 0.5),
-            "plateau_patience": IntRange(1, 4),
+            **schedule,
             "early_stopping_patience": IntRange(3, 8),
             "batch_size": Categorical((32, 64)),
             "dropout": FloatRange(0.3, 0.5),
         },
+        conditions=schedule_conditions,
         baselines=(
             Baseline(
                 name="document: single-phase",
                 params={
                     "epochs": 40,
                     "lr": 1e-4,
+                    "lr_schedule": "plateau",
                     "plateau_factor": 0.1,
                     "plateau_patience": 2,
                     "early_stopping_patience": 5,

@@ -1,4 +1,5 @@
-"""A strategy's search space: its parameters' domains and its documented baselines."""
+"""A strategy's search space: its parameters' domains, the conditions that switch some of
+them on, and its documented baselines."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ from typing import Any
 
 import optuna
 
-from spaces.params import Categorical, FloatRange, IntRange, Param, SpaceError, parse_override
+from spaces.params import (
+    Categorical,
+    Fixed,
+    FloatRange,
+    IntRange,
+    Param,
+    SpaceError,
+    When,
+    parse_override,
+)
 
 __all__ = ["Baseline", "StrategySpace"]
 
@@ -24,14 +34,34 @@ class Baseline:
 
 @dataclasses.dataclass(frozen=True)
 class StrategySpace:
-    """Domains of one strategy's parameters, sampled under ``<strategy>/<param>``."""
+    """Domains of one strategy's parameters, sampled under ``<strategy>/<param>``.
+
+    Attributes:
+        params: Domains in declaration order, which is also the sampling order.
+        baselines: Documented settings; each names a value for every parameter that is
+            active under its own values.
+        conditions: Parameters that are active only when an earlier one takes certain
+            values (``{"alpha": When("weighting", "loss_ratio")}``); a parameter whose
+            condition's parameter is inactive is inactive too.
+    """
 
     strategy: str
     params: Mapping[str, Param]
     baselines: tuple[Baseline, ...] = ()
+    conditions: Mapping[str, When] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        order = list(self.params)
+        for name, when in self.conditions.items():
+            if name not in self.params:
+                raise SpaceError(f"{self.strategy}.{name}: a condition for an unknown parameter")
+            if when.param not in self.params or order.index(when.param) >= order.index(name):
+                raise SpaceError(
+                    f"{self.strategy}.{name}: its condition needs {when.param!r} declared before it"
+                )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> StrategySpace:
-        """This space with some domains replaced; unknown names are refused."""
+        """This space with some domains replaced; conditions stay; unknown names are refused."""
         params = dict(self.params)
         for name, raw in overrides.items():
             if name not in params:
@@ -45,31 +75,72 @@ class StrategySpace:
     def optuna_name(self, param: str) -> str:
         return f"{self.strategy}/{param}"
 
+    def is_active(self, name: str, values: Mapping[str, Any]) -> bool:
+        """Whether ``name`` is sampled, given the values of the parameters before it."""
+        when = self.conditions.get(name)
+        return when is None or when.holds(values)
+
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Suggest every parameter; returns the values by plain parameter name."""
-        return {
-            name: domain.suggest(trial, self.optuna_name(name))
-            for name, domain in self.params.items()
-        }
+        """Suggest every active parameter in declaration order; values by plain name."""
+        values: dict[str, Any] = {}
+        for name, domain in self.params.items():
+            if self.is_active(name, values):
+                values[name] = domain.suggest(trial, self.optuna_name(name))
+        return values
+
+    def active(self, values: Mapping[str, Any]) -> list[str]:
+        """Parameters active under ``values`` (a complete point), in declaration order.
+
+        A fixed domain decides with its own value: an override wins over the point.
+        """
+        effective = {**values, **self._fixed_values()}
+        seen: dict[str, Any] = {}
+        for name in self.params:
+            if self.is_active(name, seen) and name in effective:
+                seen[name] = effective[name]
+        return [name for name in self.params if name in seen]
 
     def extreme_points(self) -> list[dict[str, Any]]:
-        """The space's corners at every range's top (for the longest plan it allows)."""
-        point = {}
+        """Corners at every range's top, one per choice of each categorical that switches
+        other parameters on or off, so the longest plan the space allows is among them."""
+        gates = {when.param for when in self.conditions.values()}
+        points: list[dict[str, Any]] = [{}]
         for name, domain in self.params.items():
-            if isinstance(domain, (IntRange, FloatRange)):
-                point[name] = domain.high
-            elif isinstance(domain, Categorical):
-                point[name] = domain.choices[-1]
-            else:
-                point[name] = domain.value
-        return [point]
+            grown = []
+            for point in points:
+                if not self.is_active(name, point):
+                    grown.append(point)
+                elif isinstance(domain, Categorical) and name in gates:
+                    grown.extend({**point, name: choice} for choice in domain.choices)
+                else:
+                    grown.append({**point, name: _top(domain)})
+            points = grown
+        return points
 
     def baseline_points(self) -> list[dict[str, Any]]:
-        """Baselines as Optuna parameter dicts (what ``enqueue_trial`` takes)."""
+        """Baselines as Optuna parameter dicts (what ``enqueue_trial`` takes), each with the
+        parameters that are active under it."""
         return [
             {
                 "strategy": self.strategy,
-                **{self.optuna_name(k): v for k, v in b.params.items() if k in self.params},
+                **{
+                    self.optuna_name(name): b.params[name]
+                    for name in self.active(b.params)
+                    if name in b.params
+                },
             }
             for b in self.baselines
         ]
+
+    def _fixed_values(self) -> dict[str, Any]:
+        return {
+            name: domain.value for name, domain in self.params.items() if isinstance(domain, Fixed)
+        }
+
+
+def _top(domain: Param) -> Any:
+    if isinstance(domain, (IntRange, FloatRange)):
+        return domain.high
+    if isinstance(domain, Categorical):
+        return domain.choices[-1]
+    return domain.value

@@ -14,19 +14,26 @@ from typing import Any
 from trainables.data import DataSpec
 from trainables.phases import (
     EarlyStopping,
+    EWCSpec,
     LRSchedule,
     ModelSpec,
     Phase,
     PhasePlan,
     PlanError,
+    WeightingSpec,
 )
 
 __all__ = [
+    "MULTITASK_TASKS",
     "PROGRESSIVE_PRESETS",
     "STRATEGIES",
+    "WARMUP_STYLES",
+    "WEIGHTING_PARAM_NAMES",
     "PlanContext",
     "build_plan",
+    "joint",
     "progressive",
+    "sequential",
     "single_phase",
 ]
 
@@ -37,6 +44,26 @@ PROGRESSIVE_PRESETS: dict[str, tuple[int, int, int]] = {
     "medium": (3, 3, 4),
     "large": (5, 10, 15),
 }
+
+#: The multi-task document's tasks, in the order it reports them.
+MULTITASK_TASKS: tuple[str, ...] = ("seg", "det", "cls")
+
+#: How the joint strategy warms up: tasks trained individually, step by step in turn
+#: ("alternate"); one phase per task ("per_task"); or tasks joining one at a time
+#: ("gradual").
+WARMUP_STYLES: tuple[str, ...] = ("alternate", "per_task", "gradual")
+
+#: The parameters each task-weighting method takes (``trainables.weighting`` holds
+#: their defaults and ranges).
+WEIGHTING_PARAM_NAMES: dict[str, tuple[str, ...]] = {
+    "equal": (),
+    "loss_ratio": ("alpha", "momentum"),
+    "dwa": ("temperature", "momentum"),
+    "validation": ("temperature", "momentum"),
+    "uncertainty": (),
+}
+
+_EQUAL = WeightingSpec("equal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +83,45 @@ class PlanContext:
     def epochs(self, planned: int) -> int:
         return max(1, round(planned * self.epoch_scale))
 
+    def optional_epochs(self, planned: int) -> int:
+        """As :meth:`epochs`, but 0 stays 0: a phase planned at 0 epochs is skipped."""
+        return 0 if planned == 0 else self.epochs(planned)
+
 
 def _early_stopping(params: Mapping[str, Any]) -> EarlyStopping | None:
     patience = params.get("early_stopping_patience")
     if patience is None or patience <= 0:
         return None
     return EarlyStopping(patience=int(patience), metric="val/loss", mode="min")
+
+
+def _lr_schedule(
+    params: Mapping[str, Any], lr: float, default: str, context: PlanContext
+) -> LRSchedule:
+    """The schedule ``params["lr_schedule"]`` names (``default`` if absent) for a phase at ``lr``.
+
+    Reads ``final_lr`` (cosine, default 1e-5), ``step_size``/``step_gamma`` (step) and
+    ``plateau_factor``/``plateau_patience`` (plateau); the other kinds' params are ignored.
+    """
+    kind = params.get("lr_schedule") or default
+    if kind == "cosine":
+        # A phase that starts below final_lr (late progressive phases) stays at its lr
+        # instead of annealing upwards.
+        return LRSchedule(kind, final_lr=min(float(params.get("final_lr", 1e-5)), lr))
+    if kind == "step":
+        # Scaled like the phase, so a shortened phase still decays as often.
+        return LRSchedule(
+            kind,
+            step_size=context.epochs(int(params["step_size"])),
+            gamma=float(params.get("step_gamma", 0.1)),
+        )
+    if kind == "plateau":
+        return LRSchedule(
+            kind,
+            factor=float(params.get("plateau_factor", 0.1)),
+            patience=int(params.get("plateau_patience", 2)),
+        )
+    return LRSchedule(kind)
 
 
 def progressive(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
@@ -74,6 +134,8 @@ def progressive(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
             (``small``/``medium``/``large``) for the document's splits.
         unfreeze_depth: Backbone layer groups, from the top, that train in phase 2.
         base_lr: Phase 1 learning rate. lr_decay: Divisor between phases.
+        lr_schedule: Inside every phase (default ``constant``, the document's), with
+            final_lr, step_size, step_gamma, plateau_factor, plateau_patience.
         batch_size, dropout, weight_decay, early_stopping_patience (0 = off).
     """
     if "preset" in params and params["preset"] is not None:
@@ -93,16 +155,21 @@ def progressive(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
     if decay <= 0:
         raise PlanError(f"lr_decay: must be > 0, got {decay}")
     stopping = _early_stopping(params)
-    phases = (
-        Phase("frozen", context.epochs(frozen), "none", base_lr, early_stopping=stopping),
+    stages = (
+        ("frozen", frozen, "none", base_lr),
+        ("partial", partial, int(params["unfreeze_depth"]), base_lr / decay),
+        ("full", full, "all", base_lr / decay**2),
+    )
+    phases = tuple(
         Phase(
-            "partial",
-            context.epochs(partial),
-            int(params["unfreeze_depth"]),
-            base_lr / decay,
+            name,
+            context.epochs(epochs),
+            trainable,
+            lr,
+            lr_schedule=_lr_schedule(params, lr, "constant", context),
             early_stopping=stopping,
-        ),
-        Phase("full", context.epochs(full), "all", base_lr / decay**2, early_stopping=stopping),
+        )
+        for name, epochs, trainable, lr in stages
     )
     return _plan("progressive", phases, params, context)
 
@@ -111,23 +178,194 @@ def single_phase(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
     """All layers train from the start with ReduceLROnPlateau and early stopping.
 
     Params:
-        epochs, lr, plateau_factor, plateau_patience, early_stopping_patience
-        (0 = off), batch_size, dropout, weight_decay.
+        epochs, lr, lr_schedule (default ``plateau``, the document's) with
+        plateau_factor, plateau_patience, final_lr, step_size, step_gamma;
+        early_stopping_patience (0 = off), batch_size, dropout, weight_decay.
     """
-    schedule = LRSchedule(
-        kind="plateau",
-        factor=float(params.get("plateau_factor", 0.1)),
-        patience=int(params.get("plateau_patience", 2)),
-    )
+    lr = float(params["lr"])
     phase = Phase(
         "end_to_end",
         context.epochs(int(params["epochs"])),
         "all",
-        float(params["lr"]),
-        lr_schedule=schedule,
+        lr,
+        lr_schedule=_lr_schedule(params, lr, "plateau", context),
         early_stopping=_early_stopping(params),
     )
     return _plan("single_phase", (phase,), params, context)
+
+
+def joint(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
+    """The multi-task document's strategy: warmup, joint training of all tasks, fine-tune.
+
+    The document: 5 epochs of warmup with tasks trained individually, 40 joint epochs
+    weighted by ``(mean_j L_j / L_i) ** 0.5``, 5 balanced fine-tuning epochs, lr 1e-3
+    throughout. Every phase trains the whole backbone.
+
+    Params:
+        warmup_style: ``alternate`` (the default; one ``warmup_epochs`` phase, each step trains one
+            task in turn), ``per_task`` (``warmup_seg``/``warmup_det``/``warmup_cls``
+            epochs of each task alone) or ``gradual`` (phase k trains the first k tasks
+            jointly for ``warmup_<task k>`` epochs). A length of 0 skips that warmup.
+        joint_epochs, lr, lr_schedule (default ``constant``) with final_lr, step_size,
+            step_gamma: the joint phase.
+        weighting (default ``loss_ratio``) with alpha, momentum, temperature: the joint
+            phase's task weighting, also used by gradual phases of two or more tasks.
+        early_stopping_patience (0 = off): the joint phase stops on ``val/loss``.
+        finetune_epochs (0 skips), finetune_lr_factor (default 1): equal weighting at
+            ``lr * finetune_lr_factor``.
+        head_lr_seg, head_lr_det, head_lr_cls: Multipliers of the heads' lr.
+        label_smoothing, focal_gamma, batch_size, dropout, weight_decay.
+    """
+    lr = float(params["lr"])
+    head_lr = _head_lr(params)
+    weighting = _weighting(params)
+    phases = _warmup(params, lr, weighting, head_lr, context)
+    phases.append(
+        Phase(
+            "joint",
+            context.epochs(int(params["joint_epochs"])),
+            "all",
+            lr,
+            lr_schedule=_lr_schedule(params, lr, "constant", context),
+            tasks=MULTITASK_TASKS,
+            weighting=weighting,
+            early_stopping=_early_stopping(params),
+            head_lr=head_lr,
+        )
+    )
+    finetune = context.optional_epochs(_count(params, "finetune_epochs"))
+    if finetune:
+        phases.append(
+            Phase(
+                "finetune",
+                finetune,
+                "all",
+                lr * float(params.get("finetune_lr_factor", 1.0)),
+                tasks=MULTITASK_TASKS,
+                weighting=_EQUAL,
+                head_lr=head_lr,
+            )
+        )
+    return _plan("joint", tuple(phases), params, context)
+
+
+def sequential(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
+    """One task after another, the baseline the multi-task document replaced.
+
+    The document reports catastrophic forgetting (a >90% drop on earlier tasks) and
+    that elastic weight consolidation (EWC) was tried and dropped.
+
+    Params:
+        order: Tasks comma-separated, e.g. ``"seg,det,cls"`` (the default).
+        task_epochs: Each task's phase length.
+        lr, lr_schedule (default ``constant``) with final_lr, step_size, step_gamma:
+            every phase, the schedule restarting with each task.
+        use_ewc, ewc_lambda, fisher_batches (default 20): EWC towards the earlier tasks
+            in every phase after the first.
+        head_lr_seg, head_lr_det, head_lr_cls, label_smoothing, focal_gamma,
+        batch_size, dropout, weight_decay.
+    """
+    raw_order = str(params.get("order", ",".join(MULTITASK_TASKS)))
+    order = tuple(task.strip() for task in raw_order.split(","))
+    if len(set(order)) != len(order):
+        raise PlanError(f"order: name each task once, got {raw_order!r}")
+    lr = float(params["lr"])
+    epochs = context.epochs(int(params["task_epochs"]))
+    ewc = (
+        EWCSpec(float(params["ewc_lambda"]), int(params.get("fisher_batches", 20)))
+        if params.get("use_ewc")
+        else None
+    )
+    head_lr = _head_lr(params)
+    phases = tuple(
+        Phase(
+            f"task/{task}",
+            epochs,
+            "all",
+            lr,
+            lr_schedule=_lr_schedule(params, lr, "constant", context),
+            tasks=(task,),
+            ewc=ewc if i > 0 else None,
+            head_lr=_active(head_lr, (task,)),
+        )
+        for i, task in enumerate(order)
+    )
+    return _plan("sequential", phases, params, context)
+
+
+def _warmup(
+    params: Mapping[str, Any],
+    lr: float,
+    weighting: WeightingSpec,
+    head_lr: Mapping[str, float],
+    context: PlanContext,
+) -> list[Phase]:
+    style = params.get("warmup_style", "alternate")
+    if style not in WARMUP_STYLES:
+        raise PlanError(f"warmup_style: use one of {', '.join(WARMUP_STYLES)}, got {style!r}")
+    if style == "alternate":
+        epochs = context.optional_epochs(_count(params, "warmup_epochs"))
+        if not epochs:
+            return []
+        return [
+            Phase(
+                "warmup",
+                epochs,
+                "all",
+                lr,
+                tasks=MULTITASK_TASKS,
+                task_sampling="alternate",
+                head_lr=head_lr,
+            )
+        ]
+    phases = []
+    for k, task in enumerate(MULTITASK_TASKS, start=1):
+        epochs = context.optional_epochs(_count(params, f"warmup_{task}"))
+        if not epochs:
+            continue
+        tasks = (task,) if style == "per_task" else MULTITASK_TASKS[:k]
+        phases.append(
+            Phase(
+                f"warmup/{task}" if style == "per_task" else f"warmup/+{task}",
+                epochs,
+                "all",
+                lr,
+                tasks=tasks,
+                # One task needs no weighting; a learned one would rescale its loss.
+                weighting=weighting if len(tasks) > 1 else _EQUAL,
+                head_lr=_active(head_lr, tasks),
+            )
+        )
+    return phases
+
+
+def _count(params: Mapping[str, Any], name: str) -> int:
+    """A phase length where 0 means the phase is skipped."""
+    value = int(params[name])
+    if value < 0:
+        raise PlanError(f"{name}: must be >= 0 (0 skips the phase), got {value}")
+    return value
+
+
+def _weighting(params: Mapping[str, Any]) -> WeightingSpec:
+    method = params.get("weighting", "loss_ratio")
+    if method not in WEIGHTING_PARAM_NAMES:
+        raise PlanError(f"weighting: use one of {', '.join(WEIGHTING_PARAM_NAMES)}, got {method!r}")
+    taken = WEIGHTING_PARAM_NAMES[method]
+    return WeightingSpec(method, {name: float(params[name]) for name in taken if name in params})
+
+
+def _head_lr(params: Mapping[str, Any]) -> dict[str, float]:
+    return {
+        task: float(params[f"head_lr_{task}"])
+        for task in MULTITASK_TASKS
+        if f"head_lr_{task}" in params
+    }
+
+
+def _active(head_lr: Mapping[str, float], tasks: tuple[str, ...]) -> dict[str, float]:
+    """The multipliers of the heads that train in a phase (a phase names only its own)."""
+    return {task: factor for task, factor in head_lr.items() if task in tasks}
 
 
 def _plan(
@@ -144,6 +382,8 @@ def _plan(
         batch_size=int(params.get("batch_size", 64)),
         seed=context.seed,
         weight_decay=float(params.get("weight_decay", 0.0)),
+        label_smoothing=float(params.get("label_smoothing", 0.0)),
+        focal_gamma=float(params.get("focal_gamma", 0.0)),
     ).validate()
 
 
@@ -153,6 +393,8 @@ StrategyFn = Callable[[Mapping[str, Any], PlanContext], PhasePlan]
 STRATEGIES: dict[str, StrategyFn] = {
     "progressive": progressive,
     "single_phase": single_phase,
+    "joint": joint,
+    "sequential": sequential,
 }
 
 
