@@ -1,7 +1,9 @@
 """Synthetic image data sets made on the fly.
 
 The target task stands in for a 36-class sign-language image set; the source task is
-a different labelling of the same visual vocabulary, used to pretrain backbones.
+a different labelling of the same visual vocabulary, used to pretrain backbones. The
+scenes task (see `trainables.scenes`) adds per-pixel masks and object boxes, for joint
+classification, segmentation and detection.
 """
 
 from __future__ import annotations
@@ -19,26 +21,45 @@ from pathlib import Path
 
 import torch
 
+from trainables.scenes import MAX_OBJECTS, SCENE_CLASSES, SCENE_GENERATOR_VERSION, render_scenes
+
 __all__ = [
     "CACHE_DIR_ENV",
     "cache_dir",
     "GENERATOR_VERSION",
     "KINDS",
+    "MAX_OBJECTS",
+    "TASKS_BY_KIND",
     "DataSpec",
     "ImageDataset",
     "Split",
     "iterate_batches",
+    "iterate_task_batches",
     "load_dataset",
     "shard_for_eval",
+    "tasks_for_kind",
 ]
 
-# Part of every cache file name: bump it whenever the rendered images change.
+# Part of the signs' and source's cache file names: bump it whenever their images change.
+# Scenes have their own, `SCENE_GENERATOR_VERSION`.
 GENERATOR_VERSION = 1
 
-KINDS = ("synthetic_signs", "synthetic_source")
+KINDS = ("synthetic_signs", "synthetic_source", "synthetic_scenes")
+
+# Which targets each kind provides, in the order `Split.task_targets` lists them.
+TASKS_BY_KIND: dict[str, tuple[str, ...]] = {
+    "synthetic_signs": ("cls",),
+    "synthetic_source": ("cls",),
+    "synthetic_scenes": ("cls", "seg", "det"),
+}
 
 CACHE_DIR_ENV = "PHASETUNE_CACHE_DIR"
-_CACHED_ARRAYS = ("train_images", "train_labels", "val_images", "val_labels")
+# Per split; scenes also store masks and detections.
+_CACHED_FIELDS = ("images", "labels")
+_SCENE_FIELDS = ("masks", "detections")
+# The scene detection head works at stride 4.
+_SCENE_SIZE_STEP = 4
+_MIN_SCENE_SIZE = 16
 
 # Bounds peak memory of the (images, shapes, height, width) distance tensors.
 _RENDER_CHUNK = 256
@@ -74,9 +95,10 @@ class DataSpec:
     """Everything that determines a generated data set.
 
     Attributes:
-        kind: "synthetic_signs" (target task) or "synthetic_source" (pretraining task).
+        kind: "synthetic_signs" (target task), "synthetic_source" (pretraining task) or
+            "synthetic_scenes" (classification, segmentation and detection).
         num_samples: Total number of images before the train/val split.
-        image_size: Height and width in pixels.
+        image_size: Height and width in pixels; for scenes a multiple of 4, at least 16.
         num_classes: Number of classes; the first `num_classes` templates of the kind are used.
         val_fraction: Fraction of the samples held out for validation.
         seed: Seed of the sample stream (poses, colours, clutter, noise, split).
@@ -94,7 +116,14 @@ class DataSpec:
             raise ValueError(f"unknown data kind {self.kind!r}; expected one of {KINDS}")
         if self.image_size < 8:
             raise ValueError(f"image_size must be at least 8, got {self.image_size}")
-        available = len(_class_templates(self.kind))
+        if self.kind == "synthetic_scenes" and (
+            self.image_size < _MIN_SCENE_SIZE or self.image_size % _SCENE_SIZE_STEP
+        ):
+            raise ValueError(
+                f"{self.kind} needs an image_size that is a multiple of {_SCENE_SIZE_STEP} "
+                f"and at least {_MIN_SCENE_SIZE}, got {self.image_size}"
+            )
+        available = _num_class_templates(self.kind)
         if not 2 <= self.num_classes <= available:
             raise ValueError(f"{self.kind} supports 2..{available} classes, got {self.num_classes}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -116,18 +145,34 @@ class DataSpec:
 # eq=False: dataclass equality would compare tensors, which has no single truth value.
 @dataclasses.dataclass(frozen=True, eq=False)
 class Split:
-    """Images and labels of one split.
+    """Images and targets of one split.
 
     Attributes:
         images: float32 (N, 3, H, W), normalised to roughly zero mean / unit std per channel.
-        labels: int64 (N,).
+        labels: int64 (N,); for scenes the class of the largest object.
+        masks: int64 (N, H, W) for scenes, else None; 0 is background, c + 1 an object of
+            class c (the topmost object where objects overlap).
+        detections: float32 (N, MAX_OBJECTS, 5) for scenes, else None; rows
+            ``[x1, y1, x2, y2, class]`` bound each object's visible mask pixels in pixel-edge
+            coordinates (columns x1..x2-1, rows y1..y2-1), and rows without an object are -1.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
+    masks: torch.Tensor | None = None
+    detections: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.labels.shape[0]
+
+    def task_targets(self) -> dict[str, torch.Tensor]:
+        """Returns the targets of every task this split has: "cls", then "seg" and "det"."""
+        targets = {"cls": self.labels}
+        if self.masks is not None:
+            targets["seg"] = self.masks
+        if self.detections is not None:
+            targets["det"] = self.detections
+        return targets
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -137,6 +182,11 @@ class ImageDataset:
     train: Split
     val: Split
     num_classes: int
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks this data set has targets for, as in `TASKS_BY_KIND`."""
+        return tuple(self.train.task_targets())
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -162,11 +212,18 @@ def load_dataset(spec: DataSpec) -> ImageDataset:
     Deterministic in `spec`; cached in-process and on disk (see `CACHE_DIR_ENV`).
     """
     path = _cache_path(spec)
-    arrays = _read_cache(path)
+    arrays = _read_cache(path, _cached_arrays(spec.kind))
     if arrays is None:
         arrays = _generate(spec)
         _write_cache(path, arrays)
     return _normalise(arrays, spec.num_classes)
+
+
+def tasks_for_kind(kind: str) -> tuple[str, ...]:
+    """Returns the tasks that data of `kind` has targets for."""
+    if kind not in TASKS_BY_KIND:
+        raise ValueError(f"unknown data kind {kind!r}; expected one of {KINDS}")
+    return TASKS_BY_KIND[kind]
 
 
 def iterate_batches(
@@ -193,27 +250,67 @@ def iterate_batches(
         world_size: Number of processes sharing the epoch.
         drop_last: Whether to skip a final batch smaller than `batch_size`.
     """
+    for batch in _batch_indices(
+        len(split), batch_size, shuffle, generator, rank, world_size, drop_last
+    ):
+        yield split.images[batch], split.labels[batch]
+
+
+def iterate_task_batches(
+    split: Split,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """Yields one epoch of (images, targets) batches, targets as in `Split.task_targets`.
+
+    Takes the same arguments as `iterate_batches` and, for the same generator state,
+    visits the same samples in the same batches.
+    """
+    targets = split.task_targets()
+    for batch in _batch_indices(
+        len(split), batch_size, shuffle, generator, rank, world_size, drop_last
+    ):
+        yield split.images[batch], {task: target[batch] for task, target in targets.items()}
+
+
+def _batch_indices(
+    total: int,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None,
+    rank: int,
+    world_size: int,
+    drop_last: bool,
+) -> Iterator[torch.Tensor]:
+    """Yields the sample indices of each of this rank's batches; see `iterate_batches`."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     _check_rank(rank, world_size)
     if shuffle and world_size > 1 and generator is None:
         raise ValueError("shuffling across ranks needs a generator so that all ranks agree")
-    total = len(split)
     indices = torch.randperm(total, generator=generator) if shuffle else torch.arange(total)
     indices = indices[: total - total % world_size][rank::world_size]
     for start in range(0, indices.shape[0], batch_size):
         batch = indices[start : start + batch_size]
         if drop_last and batch.shape[0] < batch_size:
             return
-        yield split.images[batch], split.labels[batch]
+        yield batch
 
 
 def shard_for_eval(split: Split, rank: int, world_size: int) -> Split:
     """Returns this rank's contiguous part of `split`; all ranks' parts cover it exactly once."""
     _check_rank(rank, world_size)
-    images = torch.tensor_split(split.images, world_size)[rank]
-    labels = torch.tensor_split(split.labels, world_size)[rank]
-    return Split(images=images, labels=labels)
+    parts = {
+        field.name: torch.tensor_split(value, world_size)[rank]
+        for field in dataclasses.fields(split)
+        if (value := getattr(split, field.name)) is not None
+    }
+    return Split(**parts)
 
 
 def _check_rank(rank: int, world_size: int) -> None:
@@ -237,11 +334,18 @@ def cache_dir() -> Path:
 def _cache_path(spec: DataSpec) -> Path:
     root = cache_dir()
     digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-    return root / "data" / f"{spec.kind}-{digest}-v{GENERATOR_VERSION}.pt"
+    version = SCENE_GENERATOR_VERSION if spec.kind == "synthetic_scenes" else GENERATOR_VERSION
+    return root / "data" / f"{spec.kind}-{digest}-v{version}.pt"
 
 
-def _read_cache(path: Path) -> dict[str, torch.Tensor] | None:
-    """Returns the cached arrays, or None when the file is missing or unusable."""
+def _cached_arrays(kind: str) -> tuple[str, ...]:
+    """Names of the arrays a cache file of `kind` must hold."""
+    fields = (*_CACHED_FIELDS, *_SCENE_FIELDS) if kind == "synthetic_scenes" else _CACHED_FIELDS
+    return tuple(f"{split}_{field}" for split in ("train", "val") for field in fields)
+
+
+def _read_cache(path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+    """Returns the cached arrays, or None when the file is missing or lacks one of `keys`."""
     if not path.exists():
         return None
     try:
@@ -249,7 +353,7 @@ def _read_cache(path: Path) -> dict[str, torch.Tensor] | None:
     except Exception:  # whatever makes the file unreadable, regenerating fixes it
         return None
     if not isinstance(arrays, dict) or not all(
-        isinstance(arrays.get(key), torch.Tensor) for key in _CACHED_ARRAYS
+        isinstance(arrays.get(key), torch.Tensor) for key in keys
     ):
         return None
     return arrays
@@ -282,19 +386,26 @@ def _normalise(arrays: dict[str, torch.Tensor], num_classes: int) -> ImageDatase
     scale = (1.0 / (255.0 * std)).to(torch.float32).view(1, 3, 1, 1)
     shift = (mean / std).to(torch.float32).view(1, 3, 1, 1)
 
-    def to_split(images: torch.Tensor, labels: torch.Tensor) -> Split:
-        normalised = images.to(torch.float32).mul_(scale).sub_(shift)
-        return Split(images=normalised, labels=labels.to(torch.int64))
+    def to_split(name: str) -> Split:
+        masks = arrays.get(f"{name}_masks")
+        return Split(
+            images=arrays[f"{name}_images"].to(torch.float32).mul_(scale).sub_(shift),
+            labels=arrays[f"{name}_labels"].to(torch.int64),
+            masks=None if masks is None else masks.to(torch.int64),
+            detections=arrays.get(f"{name}_detections"),
+        )
 
-    return ImageDataset(
-        train=to_split(arrays["train_images"], arrays["train_labels"]),
-        val=to_split(arrays["val_images"], arrays["val_labels"]),
-        num_classes=num_classes,
-    )
+    return ImageDataset(train=to_split("train"), val=to_split("val"), num_classes=num_classes)
 
 
 # ---------------------------------------------------------------------------
 # Class templates
+
+
+def _num_class_templates(kind: str) -> int:
+    if kind == "synthetic_scenes":
+        return len(SCENE_CLASSES)
+    return len(_class_templates(kind))
 
 
 @functools.cache
@@ -529,11 +640,33 @@ def _hand_colours(generator: torch.Generator, count: int) -> torch.Tensor:
 
 
 def _generate(spec: DataSpec) -> dict[str, torch.Tensor]:
-    """Renders all images as uint8 and splits them into train and val."""
+    """Renders all images as uint8 and splits them and their targets into train and val."""
     generator = torch.Generator().manual_seed(_stream_seed(spec))
-    count = spec.num_samples
     # Balanced classes; the permutation decorrelates class from generation order.
-    labels = torch.randperm(count, generator=generator) % spec.num_classes
+    labels = torch.randperm(spec.num_samples, generator=generator) % spec.num_classes
+    if spec.kind == "synthetic_scenes":
+        scenes = render_scenes(labels, spec.image_size, spec.num_classes, generator)
+        arrays = {
+            "images": scenes.images,
+            "labels": labels,
+            "masks": scenes.masks,
+            "detections": scenes.detections,
+        }
+    else:
+        arrays = {"images": _render_templates(spec, labels, generator), "labels": labels}
+    val_mask = _val_mask(labels, spec, generator)
+    return {
+        f"{split}_{name}": array[in_split]
+        for split, in_split in (("train", ~val_mask), ("val", val_mask))
+        for name, array in arrays.items()
+    }
+
+
+def _render_templates(
+    spec: DataSpec, labels: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Renders one posed template per label on a cluttered background, as uint8 images."""
+    count = labels.shape[0]
     templates = _class_templates(spec.kind)[: spec.num_classes]
     segments, half_widths, ellipses = _stack_templates(templates)
 
@@ -585,14 +718,7 @@ def _generate(spec: DataSpec) -> dict[str, torch.Tensor]:
         chunk_style = {name: value[part] for name, value in style.items()}
         pixels = _render_chunk(grid, pixel, hand, chunk_style, generator)
         images[part] = pixels.mul_(255.0).round_().to(torch.uint8)
-
-    val_mask = _val_mask(labels, spec, generator)
-    return {
-        "train_images": images[~val_mask],
-        "train_labels": labels[~val_mask],
-        "val_images": images[val_mask],
-        "val_labels": labels[val_mask],
-    }
+    return images
 
 
 def _val_mask(labels: torch.Tensor, spec: DataSpec, generator: torch.Generator) -> torch.Tensor:

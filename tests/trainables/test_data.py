@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 from trainables.data import (
-    CACHE_DIR_ENV,
     DataSpec,
     ImageDataset,
     Split,
@@ -22,15 +20,6 @@ from trainables.data import (
 
 TINY = DataSpec(num_samples=360, image_size=16, num_classes=36, seed=0)
 TINY_SOURCE = DataSpec(kind="synthetic_source", num_samples=360, image_size=16, num_classes=20)
-
-
-@pytest.fixture
-def fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Points the disk cache at an empty folder and empties the in-process cache around a test."""
-    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path))
-    load_dataset.cache_clear()
-    yield tmp_path
-    load_dataset.cache_clear()
 
 
 def numbered_split(size: int) -> Split:
