@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 import os
 import tempfile
@@ -18,13 +19,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from analysis.targets import Target, target_score, targets_met
-from trainables.data import ImageDataset, iterate_batches, load_dataset, shard_for_eval
+from trainables.data import ImageDataset, iterate_task_batches, load_dataset, shard_for_eval
+from trainables.ewc import TaskAnchor, estimate_fisher, ewc_penalty
+from trainables.losses import task_loss
+from trainables.metrics import TaskMetrics
 from trainables.models import TaskModel, build_model
 from trainables.phases import EarlyStopping, Phase, PhasePlan
 from trainables.weighting import TaskWeighting, build_weighting
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "TASK_METRICS",
     "EngineContext",
     "Reporter",
     "configure_phase",
@@ -37,10 +42,21 @@ __all__ = [
 CHECKPOINT_FILE = "state.pt"
 
 
+#: The validation metric that stands for each task: forgetting, the best checkpoint
+#: per task and validation-based weighting all follow it (higher is better).
+TASK_METRICS = {"cls": "val/cls_acc", "seg": "val/seg_miou", "det": "val/det_map50"}
+
+
 def reported_metrics(tasks: tuple[str, ...]) -> tuple[str, ...]:
     """Metric names every epoch's report carries for ``tasks`` (targets may use them)."""
-    names = ["val/acc", "val/loss", "train/acc", "train/loss"]
-    names += [f"train/loss/{task}" for task in tasks] + [f"weight/{task}" for task in tasks]
+    names = ["val/loss", "train/loss"]
+    if "cls" in tasks:
+        names += ["val/acc", "train/acc"]
+    names += [TASK_METRICS[task] for task in tasks]
+    if "det" in tasks:
+        names.append("val/det_map")
+    for prefix in ("train/loss/", "val/loss/", "weight/", "forgetting/"):
+        names += [prefix + task for task in tasks]
     return tuple(names)
 
 
@@ -141,12 +157,19 @@ def set_train_mode(model: TaskModel, trainable_groups: list[int]) -> None:
 
 
 def build_optimizer(
-    model: TaskModel, phase: Phase, trainable_groups: list[int], weight_decay: float
+    model: TaskModel,
+    phase: Phase,
+    trainable_groups: list[int],
+    weight_decay: float,
+    extra_params: list[nn.Parameter] | None = None,
 ) -> torch.optim.Optimizer:
-    """One parameter group per trainable layer group plus one for the heads.
+    """One parameter group per trainable layer group, one per active head, and one
+    for learned loss-weighting parameters if any.
 
     With ``layer_lr_decay`` each group below the heads gets ``lr * decay**depth``
-    (depth 1 for the top backbone group).
+    (depth 1 for the top backbone group); a head's lr is ``lr * head_lr[task]``.
+    Groups carry a ``group`` key: the layer group's index, ``num_groups`` for every
+    head (with the task in ``task``), or ``"weighting"``.
     """
     num_groups = len(model.layer_groups)
     decay = phase.layer_lr_decay or 1.0
@@ -158,8 +181,20 @@ def build_optimizer(
         }
         for index in trainable_groups
     ]
-    head_params = [p for task in phase.tasks for p in model.heads[task].parameters()]
-    groups.append({"params": head_params, "lr": phase.lr, "group": num_groups})
+    for task in phase.tasks:
+        groups.append(
+            {
+                "params": list(model.heads[task].parameters()),
+                "lr": phase.lr * phase.head_lr.get(task, 1.0),
+                "group": num_groups,
+                "task": task,
+            }
+        )
+    if extra_params:
+        # Learned weights are not regularised towards zero: that would bias them.
+        groups.append(
+            {"params": extra_params, "lr": phase.lr, "group": "weighting", "weight_decay": 0.0}
+        )
     return torch.optim.AdamW(groups, lr=phase.lr, weight_decay=weight_decay)
 
 
@@ -210,6 +245,15 @@ def param_divergence(model: TaskModel, world_size: int) -> dict[str, float]:
     return divergence
 
 
+@dataclasses.dataclass
+class _TaskBest:
+    """A task's best validation score so far, with the weights that scored it."""
+
+    value: float
+    epoch: int
+    model: dict[str, torch.Tensor]
+
+
 class _Trainer:
     """State of one run; ``run`` walks the plan's phases from where it stands."""
 
@@ -225,9 +269,12 @@ class _Trainer:
         # One seed on every rank: identical initial heads, identical shuffles.
         torch.manual_seed(plan.seed)
         self.data: ImageDataset = load_dataset(plan.data)
-        self.model = build_model(plan.model, self.data.num_classes).to(self.device)
+        self.tasks = plan.tasks
+        self.model = build_model(plan.model, self.data.num_classes, self.tasks).to(self.device)
         self.shuffle = torch.Generator().manual_seed(plan.seed)
         self.position = _Position()
+        self.anchors: list[TaskAnchor] = []
+        self.task_best: dict[str, _TaskBest] = {}
         self.resume_state: dict[str, Any] | None = None
         self.writer = None
 
@@ -245,9 +292,11 @@ class _Trainer:
             "model": self.model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "weighting": weighting.state,
+            "weighting": weighting.state_dict(),
             "early_stopping": dataclasses.asdict(early),
             "position": dataclasses.asdict(self.position),
+            "ewc_anchors": [anchor.to_state() for anchor in self.anchors],
+            "task_best": {task: dataclasses.asdict(best) for task, best in self.task_best.items()},
             "shuffle_rng": self.shuffle.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
@@ -256,6 +305,12 @@ class _Trainer:
         """Continue from a checkpoint taken by this engine."""
         self.model.load_state_dict(state["model"])
         self.position = _Position(**state["position"])
+        self.anchors = [
+            TaskAnchor.from_state(anchor, self.device) for anchor in state.get("ewc_anchors", [])
+        ]
+        self.task_best = {
+            task: _TaskBest(**best) for task, best in state.get("task_best", {}).items()
+        }
         self.shuffle.set_state(state["shuffle_rng"])
         torch.set_rng_state(state["torch_rng"])
         self.resume_state = state
@@ -271,26 +326,31 @@ class _Trainer:
 
     # -- epochs ------------------------------------------------------------
 
-    def _batches(self, split: Any, shuffle: bool) -> Iterator[tuple[torch.Tensor, dict]]:
-        for images, labels in iterate_batches(
+    def _batches(
+        self, split: Any, shuffle: bool, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        for images, targets in iterate_task_batches(
             split,
             self.plan.batch_size,
             shuffle=shuffle,
-            generator=self.shuffle if shuffle else None,
+            generator=generator if generator is not None else self.shuffle,
             rank=self.rank,
             world_size=self.world_size,
         ):
-            yield images.to(self.device), {"cls": labels.to(self.device)}
-
-    def _task_losses(
-        self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
-        return {
-            task: nn.functional.cross_entropy(
-                outputs[task], targets[task], label_smoothing=self.plan.label_smoothing
+            yield (
+                images.to(self.device),
+                {task: target.to(self.device) for task, target in targets.items()},
             )
-            for task in outputs
-        }
+
+    def _loss(self, task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return task_loss(
+            task,
+            output,
+            target,
+            num_classes=self.data.num_classes,
+            label_smoothing=self.plan.label_smoothing,
+            focal_gamma=self.plan.focal_gamma,
+        )
 
     def train_epoch(
         self,
@@ -299,61 +359,113 @@ class _Trainer:
         optimizer: torch.optim.Optimizer,
         weighting: TaskWeighting,
         trainable_groups: list[int],
-    ) -> dict[str, float]:
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """One pass over this rank's shard; returns the metrics and the mean task losses."""
         set_train_mode(self.model, trainable_groups)
+        num_tasks = len(phase.tasks)
         # Running sums stay on the device: reading a value per step would make the
         # host wait for the accelerator every batch.
-        loss_sums = torch.zeros(len(phase.tasks), device=self.device)
-        weight_sums = torch.zeros(len(phase.tasks), device=self.device)
+        loss_sums = torch.zeros(num_tasks, device=self.device)
+        loss_counts = torch.zeros(num_tasks, device=self.device)
+        weight_sums = torch.zeros(num_tasks, device=self.device)
+        penalty_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen, steps = 0, 0
+        alternate = phase.task_sampling == "alternate"
         for images, targets in self._batches(self.data.train, shuffle=True):
-            outputs = model(images, phase.tasks)
-            losses = self._task_losses(outputs, targets)
-            loss, weights = weighting.combine(losses)
+            # Alternating steps train one task each, in turn; every rank runs the
+            # same step numbers, so DDP ranks agree on the task.
+            active = (phase.tasks[steps % num_tasks],) if alternate else phase.tasks
+            outputs = model(images, active)
+            losses = {task: self._loss(task, outputs[task], targets[task]) for task in active}
+            if alternate:
+                loss, weights = losses[active[0]], torch.ones(1, device=self.device)
+                index = torch.tensor([steps % num_tasks], device=self.device)
+            else:
+                loss, weights = weighting.combine(losses)
+                index = torch.arange(num_tasks, device=self.device)
+            if phase.ewc is not None and self.anchors:
+                penalty = ewc_penalty(self.model.backbone, self.anchors, phase.ewc.strength)
+                loss = loss + penalty
+                penalty_sum += penalty.detach()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            self._average_weighting_grads(weighting)
             optimizer.step()
             steps += 1
-            loss_sums += torch.stack([losses[task].detach() for task in phase.tasks])
-            weight_sums += weights.detach()
+            loss_sums.index_add_(0, index, torch.stack([losses[t].detach() for t in active]))
+            loss_counts.index_add_(0, index, torch.ones(len(active), device=self.device))
+            weight_sums.index_add_(0, index, weights.detach().to(self.device))
             if "cls" in outputs:
                 correct += (outputs["cls"].argmax(1) == targets["cls"]).sum()
                 seen += len(images)
-        sums = dict(zip(phase.tasks, loss_sums.tolist(), strict=True))
-        weight_means = dict(zip(phase.tasks, (weight_sums / max(steps, 1)).tolist(), strict=True))
-        totals = _all_reduce_sum([*sums.values(), int(correct), seen, steps], self.world_size)
-        task_totals, (correct, seen, steps) = totals[: len(sums)], totals[len(sums) :]
+        local = [*loss_sums.tolist(), *loss_counts.tolist()]
+        totals = _all_reduce_sum(
+            [*local, float(penalty_sum), int(correct), seen, steps], self.world_size
+        )
+        sums, counts = totals[:num_tasks], totals[num_tasks : 2 * num_tasks]
+        penalty_total, correct_total, seen_total, steps_total = totals[2 * num_tasks :]
         mean_losses = {
-            task: value / max(steps, 1) for task, value in zip(sums, task_totals, strict=True)
+            task: total / count
+            for task, total, count in zip(phase.tasks, sums, counts, strict=True)
+            if count
         }
-        weighting.end_epoch(mean_losses)
         metrics = {f"train/loss/{task}": value for task, value in mean_losses.items()}
         metrics["train/loss"] = sum(mean_losses.values())
         # Every rank runs the same steps with the same weights, so local means suffice.
-        metrics.update({f"weight/{task}": weight for task, weight in weight_means.items()})
-        if seen:
-            metrics["train/acc"] = correct / seen
-        return metrics
+        local_counts = loss_counts.clamp(min=1)
+        weight_means = (weight_sums / local_counts).tolist()
+        metrics.update(
+            {f"weight/{task}": w for task, w in zip(phase.tasks, weight_means, strict=True)}
+        )
+        if phase.ewc is not None:
+            metrics["train/ewc_penalty"] = penalty_total / max(steps_total, 1)
+        if seen_total:
+            metrics["train/acc"] = correct_total / seen_total
+        return metrics, mean_losses
+
+    def _average_weighting_grads(self, weighting: TaskWeighting) -> None:
+        """Learned weighting parameters live outside DDP, so their gradients are
+        averaged here; otherwise each rank would learn its own weights."""
+        if self.world_size == 1:
+            return
+        for param in weighting.parameters():
+            if param.grad is not None:
+                dist.all_reduce(param.grad)
+                param.grad /= self.world_size
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        """Every task of the plan on the validation split, synced across ranks."""
         self.model.eval()
         shard = shard_for_eval(self.data.val, self.rank, self.world_size)
-        loss_sum, correct, seen = 0.0, 0, 0
-        for start in range(0, len(shard), 512):
-            images = shard.images[start : start + 512].to(self.device)
-            labels = shard.labels[start : start + 512].to(self.device)
-            logits = self.model(images, ("cls",))["cls"]
-            loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
-            correct += int((logits.argmax(1) == labels).sum())
-            seen += len(labels)
-        loss_sum, correct, seen = _all_reduce_sum([loss_sum, correct, seen], self.world_size)
-        return {"val/loss": loss_sum / max(seen, 1), "val/acc": correct / max(seen, 1)}
+        all_targets = shard.task_targets()
+        task_metrics = TaskMetrics(self.tasks, self.data.num_classes, self.device)
+        loss_sums = dict.fromkeys(self.tasks, 0.0)
+        for start in range(0, len(shard), 256):
+            images = shard.images[start : start + 256].to(self.device)
+            targets = {
+                task: all_targets[task][start : start + 256].to(self.device) for task in self.tasks
+            }
+            outputs = self.model(images, self.tasks)
+            for task in self.tasks:
+                # Batch means times batch size: per-sample sums for every task's loss.
+                loss = self._loss(task, outputs[task], targets[task])
+                loss_sums[task] += float(loss) * len(images)
+            task_metrics.update(outputs, targets)
+        metrics = task_metrics.compute()
+        totals = _all_reduce_sum([*loss_sums.values(), len(shard)], self.world_size)
+        seen = max(totals[-1], 1)
+        for task, total in zip(self.tasks, totals[:-1], strict=True):
+            metrics[f"val/loss/{task}"] = total / seen
+        metrics["val/loss"] = sum(metrics[f"val/loss/{task}"] for task in self.tasks)
+        if "cls" in self.tasks:
+            metrics["val/acc"] = metrics["val/cls_acc"]
+        return metrics
 
     # -- phases ------------------------------------------------------------
 
-    def _wrap(self) -> nn.Module:
+    def _wrap(self, phase: Phase) -> nn.Module:
         """The module to train this phase.
 
         DDP is built anew every phase: it only synchronises the parameters that
@@ -363,13 +475,56 @@ class _Trainer:
         if self.world_size == 1:
             return self.model
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(self.model, device_ids=device_ids)
+        # Alternating steps leave the other active heads without gradients.
+        return DistributedDataParallel(
+            self.model,
+            device_ids=device_ids,
+            find_unused_parameters=phase.task_sampling == "alternate" and len(phase.tasks) > 1,
+        )
 
     def _lr_metrics(self, optimizer: torch.optim.Optimizer) -> dict[str, float]:
-        lrs = {f"lr/group{k}": 0.0 for k in range(len(self.model.layer_groups) + 1)}
+        num_groups = len(self.model.layer_groups)
+        lrs = {f"lr/group{k}": 0.0 for k in range(num_groups + 1)}
         for group in optimizer.param_groups:
+            if group["group"] == "weighting":
+                lrs["lr/weighting"] = group["lr"]
+                continue
             lrs[f"lr/group{group['group']}"] = group["lr"]
+            if "task" in group:
+                lrs[f"lr/head/{group['task']}"] = group["lr"]
         return lrs
+
+    def _anchor_earlier_tasks(self, phase: Phase) -> None:
+        """Take EWC anchors for earlier phases' tasks this phase no longer trains.
+
+        Called when a phase with EWC starts, so the anchors are the weights and
+        Fisher at the end of the phase that trained each task; tasks anchored
+        before keep their anchors.
+        """
+        if phase.ewc is None:
+            return
+        anchored = {anchor.task for anchor in self.anchors}
+        earlier = self.plan.phases[: self.position.phase_index]
+        tasks = [t for p in earlier for t in p.tasks if t not in phase.tasks and t not in anchored]
+        for task in dict.fromkeys(tasks):
+            generator = torch.Generator().manual_seed(self.plan.seed + self.position.phase_index)
+            batches = itertools.islice(
+                self._batches(self.data.train, shuffle=True, generator=generator),
+                phase.ewc.fisher_batches,
+            )
+            # Eval mode: the Fisher describes the network as it is, without
+            # dropout noise or BatchNorm statistics drifting under the estimate.
+            self.model.eval()
+            anchor = estimate_fisher(
+                self.model.backbone,
+                task,
+                batches,
+                lambda images, targets, task=task: self._loss(
+                    task, self.model(images, (task,))[task], targets[task]
+                ),
+                self.world_size,
+            )
+            self.anchors.append(anchor)
 
     def run(self) -> dict[str, Any]:
         """Train every remaining phase; return the last metrics reported."""
@@ -389,17 +544,21 @@ class _Trainer:
 
     def _run_phase(self, started: float) -> dict[str, Any] | None:
         phase = self.plan.phases[self.position.phase_index]
+        if self.resume_state is None:
+            self._anchor_earlier_tasks(phase)
         trainable_groups = configure_phase(self.model, phase)
-        model = self._wrap()
-        optimizer = build_optimizer(self.model, phase, trainable_groups, self.plan.weight_decay)
+        model = self._wrap(phase)
+        weighting = build_weighting(phase.weighting, phase.tasks).to(self.device)
+        optimizer = build_optimizer(
+            self.model, phase, trainable_groups, self.plan.weight_decay, weighting.parameters()
+        )
         scheduler = build_scheduler(optimizer, phase)
-        weighting = build_weighting(phase.weighting, phase.tasks)
         early = _EarlyStopState()
         if self.resume_state is not None:
+            weighting.load_state_dict(self.resume_state["weighting"])
             optimizer.load_state_dict(self.resume_state["optimizer"])
             if scheduler is not None and self.resume_state["scheduler"] is not None:
                 scheduler.load_state_dict(self.resume_state["scheduler"])
-            weighting.state = self.resume_state["weighting"]
             early = _EarlyStopState(**self.resume_state["early_stopping"])
             self.resume_state = None
         trainable_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
@@ -407,9 +566,14 @@ class _Trainer:
         while self.position.epoch_in_phase < phase.epochs:
             epoch_started = time.perf_counter()
             lrs = self._lr_metrics(optimizer)
-            metrics = self.train_epoch(model, phase, optimizer, weighting, trainable_groups)
+            metrics, mean_losses = self.train_epoch(
+                model, phase, optimizer, weighting, trainable_groups
+            )
             metrics.update(self.evaluate())
             self._check_finite(metrics)
+            weighting.end_epoch(
+                mean_losses, {task: metrics[TASK_METRICS[task]] for task in phase.tasks}
+            )
             self.position.epoch_in_phase += 1
             self.position.global_epoch += 1
             metrics.update(lrs)
@@ -443,6 +607,7 @@ class _Trainer:
                 metrics["restored_epoch"] = early.best_epoch
             if stop:
                 self.position.epoch_in_phase = phase.epochs
+            metrics.update(self._track_tasks(metrics))
             metrics.update(param_divergence(self.model, self.world_size))
             metrics["plan_progress"] = self._plan_progress()
             metrics["target_score"] = target_score(metrics, self.context.targets)
@@ -459,6 +624,29 @@ class _Trainer:
             ) as checkpoint_dir:
                 self.reporter.report(metrics, checkpoint_dir)
         return metrics
+
+    def _track_tasks(self, metrics: Mapping[str, Any]) -> dict[str, float]:
+        """Keep each trained task's best weights; report its forgetting.
+
+        ``forgetting/<task>`` is the drop of the task's metric from its best since
+        the task first trained to now: at the end of a run, how much of what it
+        learned a later phase undid. A task not trained yet reports 0.
+        """
+        trained = {t for p in self.plan.phases[: self.position.phase_index + 1] for t in p.tasks}
+        tracked = {}
+        for task in self.tasks:
+            value = metrics[TASK_METRICS[task]]
+            if task not in trained:
+                tracked[f"forgetting/{task}"] = 0.0
+                continue
+            best = self.task_best.get(task)
+            if best is None or value > best.value:
+                best = _TaskBest(value, self.position.global_epoch, _cpu_copy(self.model))
+                self.task_best[task] = best
+            tracked[f"forgetting/{task}"] = best.value - value
+            tracked[f"best/{task}"] = best.value
+            tracked[f"best_epoch/{task}"] = best.epoch
+        return tracked
 
     def _plan_progress(self) -> float:
         """Share of the plan's epochs behind the run, a phase that stopped early
@@ -481,6 +669,10 @@ class _Trainer:
             if isinstance(value, (int, float)):
                 self.writer.add_scalar(name, value, self.position.global_epoch)
         self.writer.flush()
+
+
+def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
 
 
 def _open_writer(context: EngineContext, plan: PhasePlan) -> Any:

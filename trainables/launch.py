@@ -216,7 +216,11 @@ def train_locally(
     threads: int | None = None,
 ) -> LocalReporter:
     """Run ``plan`` in this process, writing TensorBoard events and the last checkpoint
-    under ``output_dir``; return the reporter with every epoch's metrics."""
+    under ``output_dir``; return the reporter with every epoch's metrics.
+
+    Writes ``model.pt`` (the final weights) and ``best_<task>.pt`` (the weights at
+    each task's best validation score).
+    """
     output = Path(output_dir)
     reporter = LocalReporter(output / "checkpoint", on_report=on_report, resume=resume)
     context = EngineContext(
@@ -226,7 +230,10 @@ def train_locally(
         threads=threads,
     )
     run_plan(plan, context, reporter)
-    # The trained weights on their own, loadable into build_model(plan.model, ...).
+    # The trained weights on their own, loadable into build_model(plan.model, ...),
+    # and each task's best weights beside them.
     state = torch.load(reporter.checkpoint_path, weights_only=True)
     torch.save(state["model"], output / "model.pt")
+    for task, best in state.get("task_best", {}).items():
+        torch.save(best["model"], output / f"best_{task}.pt")
     return reporter

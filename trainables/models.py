@@ -19,6 +19,7 @@ __all__ = [
     "ClassifierHead",
     "SmallCNN",
     "TaskModel",
+    "build_head",
     "build_model",
     "pretrained_backbone_path",
 ]
@@ -78,19 +79,19 @@ class SmallCNN(nn.Module):
 
 
 class ClassifierHead(nn.Module):
-    """Dropout then a linear classifier over pooled features."""
+    """Dropout then a linear classifier over the globally pooled last feature map."""
 
     def __init__(self, in_features: int, num_classes: int, dropout: float) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(in_features, num_classes)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.dropout(features))
+    def forward(self, pyramid: list[torch.Tensor]) -> torch.Tensor:
+        return self.linear(self.dropout(pyramid[-1].mean(dim=(2, 3))))
 
 
 class TaskModel(nn.Module):
-    """One shared backbone with one head per task."""
+    """One shared backbone with one head per task; every head reads the feature pyramid."""
 
     def __init__(self, backbone: SmallCNN, heads: dict[str, nn.Module]) -> None:
         super().__init__()
@@ -104,21 +105,42 @@ class TaskModel(nn.Module):
     def forward(
         self, images: torch.Tensor, tasks: tuple[str, ...] | None = None
     ) -> dict[str, torch.Tensor]:
-        features = self.backbone(images)
+        pyramid = self.backbone.forward_pyramid(images)
         names = tasks if tasks is not None else tuple(self.heads)
-        return {task: self.heads[task](features) for task in names}
+        return {task: self.heads[task](pyramid) for task in names}
 
 
-def build_model(spec: ModelSpec, num_classes: int, *, load_pretrained: bool = True) -> TaskModel:
-    """The classification model a plan describes, with pretrained weights if asked."""
+def build_head(task: str, backbone: SmallCNN, num_classes: int, dropout: float) -> nn.Module:
+    """The head of ``task`` (cls, seg or det) on ``backbone``'s feature pyramid."""
+    from trainables.heads import DetectionHead, SegmentationHead
+
+    if task == "cls":
+        return ClassifierHead(backbone.out_features, num_classes, dropout)
+    if task == "seg":
+        return SegmentationHead(
+            backbone.group_channels, backbone.group_strides, num_classes, dropout=dropout
+        )
+    if task == "det":
+        return DetectionHead(backbone.group_channels, backbone.group_strides, num_classes)
+    raise ValueError(f"tasks: unknown task {task!r}; use cls, seg or det")
+
+
+def build_model(
+    spec: ModelSpec,
+    num_classes: int,
+    tasks: tuple[str, ...] = ("cls",),
+    *,
+    load_pretrained: bool = True,
+) -> TaskModel:
+    """The model a plan describes (one head per task), with pretrained weights if asked."""
     if spec.backbone != "small_cnn":
         raise ValueError(f"model.backbone: unknown backbone {spec.backbone!r}; use 'small_cnn'")
     backbone = SmallCNN(width=spec.width, num_groups=spec.num_groups)
     if spec.pretrained is not None and load_pretrained:
         path = ensure_pretrained(spec)
         backbone.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
-    head = ClassifierHead(backbone.out_features, num_classes, spec.dropout)
-    return TaskModel(backbone, {"cls": head})
+    heads = {task: build_head(task, backbone, num_classes, spec.dropout) for task in tasks}
+    return TaskModel(backbone, heads)
 
 
 def _pretrain_key(spec: ModelSpec) -> str:
@@ -167,7 +189,13 @@ def pretrain_backbone(spec: ModelSpec) -> tuple[dict[str, torch.Tensor], float]:
     Returns:
         The backbone's state dict and its source-task validation accuracy.
     """
-    pretrain: PretrainSpec = spec.pretrained or PretrainSpec()
+    # Forked: a run that pretrains first must draw the same random numbers
+    # afterwards as one that finds the backbone cached.
+    with torch.random.fork_rng(devices=[]):
+        return _pretrain(spec.pretrained or PretrainSpec(), spec)
+
+
+def _pretrain(pretrain: PretrainSpec, spec: ModelSpec) -> tuple[dict[str, torch.Tensor], float]:
     torch.manual_seed(pretrain.seed)
     data = load_dataset(pretrain.data)
     backbone = SmallCNN(width=spec.width, num_groups=spec.num_groups)

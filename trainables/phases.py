@@ -6,9 +6,10 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from trainables.data import DataSpec
+from trainables.data import TASKS_BY_KIND, DataSpec
 
 __all__ = [
+    "EWCSpec",
     "EarlyStopping",
     "LRSchedule",
     "ModelSpec",
@@ -21,6 +22,10 @@ __all__ = [
 ]
 
 LR_SCHEDULES = ("constant", "cosine", "step", "plateau")
+
+#: How a phase's active tasks share a step: "joint" sums their weighted losses;
+#: "alternate" trains one task per step in turn (tasks trained individually).
+TASK_SAMPLING = ("joint", "alternate")
 
 #: How much of the backbone trains in a phase: "none", "all", or the number of
 #: layer groups counted from the top (output side).
@@ -69,6 +74,20 @@ class WeightingSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class EWCSpec:
+    """Elastic weight consolidation against the tasks of earlier phases.
+
+    Attributes:
+        strength: The penalty's lambda: ``strength / 2 * sum F_i (theta_i - theta*_i)**2``.
+        fisher_batches: Training batches the diagonal Fisher of each earlier task is
+            estimated from, at the end of the phase that trained it.
+    """
+
+    strength: float
+    fisher_batches: int = 20
+
+
+@dataclasses.dataclass(frozen=True)
 class Phase:
     """One phase of a training strategy.
 
@@ -83,8 +102,11 @@ class Phase:
             head gets this factor more (``lr * decay**depth``); None keeps one lr.
         tasks: Tasks whose losses train in this phase.
         weighting: How the active tasks' losses are combined.
-        ewc: Strength of elastic weight consolidation, or None.
+        ewc: Elastic weight consolidation towards earlier tasks, or None.
         early_stopping: Per-phase early stopping, or None.
+        head_lr: Multiplier of ``lr`` for a task's head (task-specific lrs); 1 if absent.
+        task_sampling: "joint" (every step trains all active tasks) or "alternate"
+            (each step trains one active task, in turn).
     """
 
     name: str
@@ -95,8 +117,10 @@ class Phase:
     layer_lr_decay: float | None = None
     tasks: tuple[str, ...] = ("cls",)
     weighting: WeightingSpec = WeightingSpec()
-    ewc: float | None = None
+    ewc: EWCSpec | None = None
     early_stopping: EarlyStopping | None = None
+    head_lr: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    task_sampling: str = "joint"
 
     def trainable_groups(self, num_groups: int) -> list[int]:
         """Indices (input side = 0) of the backbone groups that train in this phase."""
@@ -154,6 +178,8 @@ class PhasePlan:
     seed: int = 0
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
+    #: Focusing parameter of the focal variant of the cls/seg losses; 0 is cross-entropy.
+    focal_gamma: float = 0.0
 
     @property
     def total_epochs(self) -> int:
@@ -209,6 +235,32 @@ class PhasePlan:
                 )
             if not phase.tasks:
                 raise PlanError(f"{where}.tasks: a phase needs at least one task")
+            available = TASKS_BY_KIND[self.data.kind]
+            for task in phase.tasks:
+                if task not in available:
+                    raise PlanError(
+                        f"{where}.tasks: {self.data.kind} data has tasks"
+                        f" {', '.join(available)}, not {task!r}"
+                    )
+            for task, factor in phase.head_lr.items():
+                if task not in phase.tasks or not factor > 0:
+                    raise PlanError(
+                        f"{where}.head_lr.{task}: give a positive multiplier for an active task"
+                    )
+            if phase.task_sampling not in TASK_SAMPLING:
+                raise PlanError(
+                    f"{where}.task_sampling: use one of {', '.join(TASK_SAMPLING)},"
+                    f" got {phase.task_sampling!r}"
+                )
+            if phase.ewc is not None and (phase.ewc.strength < 0 or phase.ewc.fisher_batches < 1):
+                raise PlanError(
+                    f"{where}.ewc: strength must be >= 0 and fisher_batches >= 1,"
+                    f" got {phase.ewc.strength} and {phase.ewc.fisher_batches}"
+                )
+        if not 0 <= self.label_smoothing < 1:
+            raise PlanError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+        if self.focal_gamma < 0:
+            raise PlanError(f"focal_gamma: must be >= 0, got {self.focal_gamma}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -217,6 +269,7 @@ class PhasePlan:
         for phase in plan["phases"]:
             phase["tasks"] = list(phase["tasks"])
             phase["weighting"]["params"] = dict(phase["weighting"]["params"])
+            phase["head_lr"] = dict(phase["head_lr"])
         plan["phases"] = list(plan["phases"])
         return plan
 
@@ -237,6 +290,9 @@ class PhasePlan:
             phase["tasks"] = tuple(phase.get("tasks", ("cls",)))
             if phase.get("early_stopping") is not None:
                 phase["early_stopping"] = EarlyStopping(**phase["early_stopping"])
+            if phase.get("ewc") is not None:
+                phase["ewc"] = EWCSpec(**phase["ewc"])
+            phase["head_lr"] = dict(phase.get("head_lr", {}))
             phases.append(Phase(**phase))
         return cls(
             strategy=plan["strategy"],
@@ -247,4 +303,6 @@ class PhasePlan:
             seed=plan.get("seed", 0),
             weight_decay=plan.get("weight_decay", 0.0),
             label_smoothing=plan.get("label_smoothing", 0.0),
+            focal_gamma=plan.get("focal_gamma", 0.0),
         )
+

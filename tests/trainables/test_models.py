@@ -29,3 +29,24 @@ def test_pretraining_is_cached_and_loaded_into_the_model():
     assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in cached.items())
     fresh = build_model(spec, num_classes=6, load_pretrained=False)
     assert not all(torch.equal(fresh.backbone.state_dict()[k], v) for k, v in cached.items())
+
+
+def test_a_run_that_pretrains_draws_the_same_heads_as_one_that_finds_the_cache(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PHASETUNE_CACHE_DIR", str(tmp_path))
+    spec = TINY_CONTEXT.model
+    torch.manual_seed(0)
+    pretraining = build_model(spec, num_classes=6, tasks=("cls", "seg", "det")).state_dict()
+    torch.manual_seed(0)
+    cached = build_model(spec, num_classes=6, tasks=("cls", "seg", "det")).state_dict()
+    assert all(torch.equal(pretraining[k], cached[k]) for k in cached)
+
+
+def test_multi_task_model_has_a_head_per_task_on_the_shared_backbone():
+    model = build_model(TINY_CONTEXT.model, 4, ("seg", "det", "cls"), load_pretrained=False)
+    outputs = model(torch.randn(2, 3, 16, 16))
+    assert outputs["cls"].shape == (2, 4)
+    assert outputs["seg"].shape == (2, 5, 16, 16)
+    assert outputs["det"].shape == (2, 4 + 4, 4, 4)
+    assert list(model(torch.randn(2, 3, 16, 16), ("det",))) == ["det"]
