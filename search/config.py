@@ -11,10 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from analysis.targets import TARGET_SETS, Target
 from spaces import SearchSpace, SpaceError, build_search_space
-from trainables.data import DataSpec
+from trainables.data import TASKS_BY_KIND, DataSpec
 from trainables.engine import reported_metrics
-from trainables.phases import ModelSpec, PretrainSpec
-from trainables.strategies import PlanContext
+from trainables.phases import ModelSpec, PlanError, PretrainSpec
+from trainables.strategies import PlanContext, build_plan
 
 __all__ = [
     "ConfigError",
@@ -37,14 +37,32 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DatasetConfig(_Section):
-    """The built-in synthetic data set (made on the fly, cached)."""
+#: Classes of each built-in data set when the file does not say: the documents' own
+#: 36 signs, and the multi-task document's 10 object classes.
+DEFAULT_NUM_CLASSES = {"synthetic_signs": 36, "synthetic_scenes": 10}
 
-    kind: Literal["synthetic_signs"] = "synthetic_signs"
+
+class DatasetConfig(_Section):
+    """The built-in synthetic data set (made on the fly, cached).
+
+    ``synthetic_signs`` has one task (cls); ``synthetic_scenes`` has three (seg, det,
+    cls) for the multi-task strategies.
+    """
+
+    kind: Literal["synthetic_signs", "synthetic_scenes"] = "synthetic_signs"
     num_samples: int = Field(2400, ge=100, le=2_000_000)
     image_size: int = Field(32, ge=16, le=256)
     num_classes: int = Field(36, ge=2, le=1000)
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _classes_of_kind(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "num_classes" not in raw:
+            kind = raw.get("kind", "synthetic_signs")
+            if kind in DEFAULT_NUM_CLASSES:
+                raw = {**raw, "num_classes": DEFAULT_NUM_CLASSES[kind]}
+        return raw
 
 
 class PretrainConfig(_Section):
@@ -83,6 +101,11 @@ class SearchConfig(_Section):
     grace_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     reduction_factor: float = Field(3.0, gt=1.0)
     evaluate_baselines: bool = True
+    #: What Optuna optimises: the scalar ``target_score``, or ``pareto``: every
+    #: target's metric as its own objective (a multi-objective study whose Pareto
+    #: front shows the trade-offs between tasks). Schedulers and ranking still use
+    #: ``target_score``.
+    objective: Literal["target_score", "pareto"] = "target_score"
 
 
 class ResourcesConfig(_Section):
@@ -133,7 +156,28 @@ class ExperimentConfig(_Section):
                 f"targets: unknown target set {self.targets!r}; use one of"
                 f" {', '.join(TARGET_SETS)} or a list of {{metric, threshold, direction}}"
             )
-        known = reported_metrics(("cls",))
+        try:
+            data = self.data_spec()
+        except ValueError as error:
+            raise ValueError(f"dataset: {error}") from None
+        context = self.plan_context()
+        for strategy in self.search_space().strategies:
+            for point in strategy.baseline_points() or [{}]:
+                params = {
+                    name.split("/", 1)[1]: value
+                    for name, value in point.items()
+                    if name.startswith(f"{strategy.strategy}/")
+                }
+                if not params:
+                    continue
+                try:
+                    build_plan(strategy.strategy, params, context)
+                except PlanError as error:
+                    raise ValueError(
+                        f"strategies.{strategy.strategy}: cannot run on dataset.kind"
+                        f" {data.kind}: {error}"
+                    ) from None
+        known = reported_metrics(TASKS_BY_KIND[data.kind])
         for i, target in enumerate(self.target_list()):
             if target.metric not in known:
                 raise ValueError(

@@ -149,10 +149,16 @@ def _searcher(config: ExperimentConfig, space: SearchSpace, study_url: str) -> A
         else optuna.samplers.RandomSampler(seed=seed)
     )
     points = space.points_to_evaluate() if config.search.evaluate_baselines else None
+    metric: str | list[str] = "target_score"
+    mode: str | list[str] = "max"
+    if config.search.objective == "pareto":
+        targets = config.target_list()
+        metric = [target.metric for target in targets]
+        mode = [target.direction for target in targets]
     return StudySearch(
         space=space.define_by_run,
-        metric="target_score",
-        mode="max",
+        metric=metric,
+        mode=mode,
         points_to_evaluate=points[: config.search.num_samples] if points else None,
         sampler=sampler,
         study_name=config.name,

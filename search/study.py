@@ -20,19 +20,26 @@ __all__ = ["StudySearch", "trial_state"]
 
 
 def trial_state(
-    result: dict[str, Any] | None, metric: str, error: bool
-) -> tuple[TrialState, float | None, str | None]:
-    """Optuna state, value and failure reason for a finished Tune trial."""
-    value = (result or {}).get(metric)
+    result: dict[str, Any] | None, metric: str | list[str], error: bool
+) -> tuple[TrialState, float | list[float] | None, str | None]:
+    """Optuna state, value(s) and failure reason for a finished Tune trial.
+
+    ``metric`` is one name, or a list for a multi-objective study (one value each).
+    """
     if error:
         return TrialState.FAIL, None, "the trial raised an error (see its error.txt)"
-    if value is None:
-        return TrialState.FAIL, None, f"the trial reported no {metric}"
-    if not math.isfinite(value):
-        return TrialState.FAIL, None, f"{metric} is {value}: the run diverged"
+    names = metric if isinstance(metric, list) else [metric]
+    values = []
+    for name in names:
+        value = (result or {}).get(name)
+        if value is None:
+            return TrialState.FAIL, None, f"the trial reported no {name}"
+        if not math.isfinite(value):
+            return TrialState.FAIL, None, f"{name} is {value}: the run diverged"
+        values.append(float(value))
     if not result.get("plan_complete"):
         return TrialState.PRUNED, None, None
-    return TrialState.COMPLETE, float(value), None
+    return TrialState.COMPLETE, values if isinstance(metric, list) else values[0], None
 
 
 class StudySearch(OptunaSearch):
@@ -40,6 +47,9 @@ class StudySearch(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id not in self._ot_trials or trial_id in self._completed_trials:
+            return
+        if isinstance(self.metric, list):
+            # Optuna takes no intermediate values in a multi-objective study.
             return
         value = result.get(self.metric)
         # Optuna refuses non-finite intermediate values; the trial ends failed anyway.
