@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,38 +42,53 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return "-" if value is None else str(value)
 
 
-def ranking_table(ranked: list[Any], targets: int, limit: int | None = None) -> Table:
+def ranking_table(ranked: list[Any], targets: Sequence[Any], limit: int | None = None) -> Table:
+    """Trials best first: each target's metric, forgetting of multi-task plans, verdicts."""
     table = Table(title="Trials ranked: targets met, then target_score, then epochs")
-    for column in (
-        "#",
-        "trial",
-        "strategy",
-        "recipe",
-        "val/acc",
-        "targets",
-        "target_score",
-        "epochs",
-        "status",
-    ):
-        table.add_column(
-            column,
-            justify="right" if column not in ("strategy", "recipe", "status", "trial") else "left",
-        )
+    metrics = list(dict.fromkeys(target.metric for target in targets))
+    # Forgetting only means something where a plan trains several tasks.
+    tasks = [_plan_tasks(item.record.plan) for item in ranked]
+    multi_task = [t for t in ("seg", "det", "cls") if any(t in s for s in tasks if len(s) > 1)]
+    # Several metric columns: drop the shared "val/" so the recipe keeps its width.
+    headers = [m.removeprefix("val/") if len(metrics) > 1 else m for m in metrics]
+    table.add_column("#", justify="right")
+    table.add_column("trial")
+    table.add_column("strategy")
+    table.add_column("recipe", min_width=30, ratio=1)
+    for header in headers:
+        table.add_column(header, justify="right")
+    if multi_task:
+        table.add_column(f"forgetting\n{'/'.join(multi_task)}", justify="right")
+    table.add_column("targets", justify="right")
+    table.add_column("target_score", justify="right")
+    table.add_column("epochs", justify="right")
+    table.add_column("status")
     for item in ranked[:limit]:
         record = item.record
         status = record.status if not record.error else f"failed: {record.error}"
+        forgetting = "/".join(
+            "-"
+            if record.metrics.get(f"forgetting/{t}") is None
+            else f"{record.metrics[f'forgetting/{t}']:.2f}"
+            for t in multi_task
+        )
         table.add_row(
             str(item.rank),
             record.trial_id,
             record.strategy,
             plan_summary(record.plan),
-            _fmt(record.metrics.get("val/acc")),
-            f"{item.targets_met}/{targets}",
+            *(_fmt(record.metrics.get(name)) for name in metrics),
+            *([forgetting] if multi_task else []),
+            f"{item.targets_met}/{len(targets)}",
             _fmt(item.target_score),
             str(record.epochs),
             status,
         )
     return table
+
+
+def _plan_tasks(plan: dict[str, Any] | None) -> set[str]:
+    return {task for phase in (plan or {}).get("phases", []) for task in phase["tasks"]}
 
 
 @app.command()
@@ -107,7 +123,7 @@ def run(
         )
     except ConfigError as error:
         raise _fail(str(error)) from None
-    _print_outcome(outcome, len(config.target_list()))
+    _print_outcome(outcome, config.target_list())
 
 
 @app.command()
@@ -124,10 +140,10 @@ def resume(
         )
     except ConfigError as error:
         raise _fail(str(error)) from None
-    _print_outcome(outcome, len(_experiment(directory).target_list()))
+    _print_outcome(outcome, _experiment(directory).target_list())
 
 
-def _print_outcome(outcome: Any, targets: int) -> None:
+def _print_outcome(outcome: Any, targets: Sequence[Any]) -> None:
     console.print(ranking_table(outcome.ranked, targets))
     console.print(f"experiment: {outcome.experiment_dir}")
     if outcome.best_yaml is not None:
@@ -189,11 +205,11 @@ def train(
         f"retraining trial {document['trial_id']} ({plan.strategy}), {plan.total_epochs} epochs"
     )
 
+    shown = [*dict.fromkeys(target.metric for target in document.targets), "val/loss"]
+
     def show(metrics: dict[str, Any]) -> None:
-        console.print(
-            f"  phase {metrics['phase']} epoch {metrics['epoch']:>3}:"
-            f" val/acc {metrics['val/acc']:.4f}  val/loss {metrics['val/loss']:.4f}"
-        )
+        values = "  ".join(f"{name} {_fmt(metrics.get(name))}" for name in shown)
+        console.print(f"  phase {metrics['phase']} epoch {metrics['epoch']:>3}: {values}")
 
     reporter = train_locally(
         plan, document.targets, out, on_report=show, resume=resume, threads=threads
@@ -211,7 +227,7 @@ def train(
     table.add_column("metric")
     table.add_column("searched", justify="right")
     table.add_column("retrained", justify="right")
-    for metric in ("val/acc", "val/loss", "target_score", "targets_met", "epoch"):
+    for metric in (*shown, "target_score", "targets_met", "epoch"):
         table.add_row(metric, _fmt(document["metrics"].get(metric)), _fmt(final.get(metric)))
     console.print(table)
     console.print(f"model: {out / 'model.pt'}\ntensorboard: {out / 'tensorboard'}")
@@ -255,7 +271,7 @@ def analyze(
         config, ranked, chosen = _ranked(directory, targets)
     except ConfigError as error:
         raise _fail(str(error)) from None
-    console.print(ranking_table(ranked, len(chosen), limit=top))
+    console.print(ranking_table(ranked, chosen, limit=top))
     results, epochs = write_results(str(directory))
     console.print(f"results: {results}\nper-epoch curves: {epochs}")
 
@@ -315,7 +331,7 @@ def status(directory: Annotated[Path, typer.Argument(help="An experiment directo
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     console.print(f"{config.name}: {len(ranked)} of {configured} trials ({summary or 'none yet'})")
     if ranked and not ranked[0].failed:
-        console.print(ranking_table(ranked, len(chosen), limit=3))
+        console.print(ranking_table(ranked, chosen, limit=3))
 
 
 @app.command()

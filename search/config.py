@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -162,21 +163,7 @@ class ExperimentConfig(_Section):
             raise ValueError(f"dataset: {error}") from None
         context = self.plan_context()
         for strategy in self.search_space().strategies:
-            for point in strategy.baseline_points() or [{}]:
-                params = {
-                    name.split("/", 1)[1]: value
-                    for name, value in point.items()
-                    if name.startswith(f"{strategy.strategy}/")
-                }
-                if not params:
-                    continue
-                try:
-                    build_plan(strategy.strategy, params, context)
-                except PlanError as error:
-                    raise ValueError(
-                        f"strategies.{strategy.strategy}: cannot run on dataset.kind"
-                        f" {data.kind}: {error}"
-                    ) from None
+            self._check_plans(strategy, context)
         known = reported_metrics(TASKS_BY_KIND[data.kind])
         for i, target in enumerate(self.target_list()):
             if target.metric not in known:
@@ -185,6 +172,28 @@ class ExperimentConfig(_Section):
                     f" use one of {', '.join(known)}"
                 )
         return self
+
+    @staticmethod
+    def _check_plans(strategy: Any, context: PlanContext) -> None:
+        """Every baseline, and the space's corners, must make a plan that can run."""
+        name = strategy.strategy
+        for point in strategy.baseline_points():
+            params = {k.split("/", 1)[1]: v for k, v in point.items() if k != "strategy"}
+            try:
+                build_plan(name, params, context)
+            except PlanError as error:
+                raise ValueError(
+                    _data_kind_mismatch(name, params, context) or f"strategies.{name}: {error}"
+                ) from None
+        for params in strategy.corner_points():
+            try:
+                build_plan(name, params, context)
+            except PlanError as error:
+                raise ValueError(
+                    _data_kind_mismatch(name, params, context)
+                    or f"strategies.{name}.space: a value it allows makes a plan that cannot"
+                    f" run: {error}; narrow the range or choices"
+                ) from None
 
     # -- what the layers below take ---------------------------------------
 
@@ -238,6 +247,28 @@ class ExperimentConfig(_Section):
 
     def experiment_dir(self) -> Path:
         return Path(self.storage.path).expanduser().resolve() / self.name
+
+
+def _data_kind_mismatch(strategy: str, params: dict[str, Any], context: PlanContext) -> str | None:
+    """The message for a strategy whose tasks the data set lacks, or None if that is
+    not why its plan failed."""
+    fits = []
+    for kind in TASKS_BY_KIND:
+        if kind == context.data.kind or kind not in DEFAULT_NUM_CLASSES:
+            continue
+        probe = DataSpec(kind=kind, num_samples=100, image_size=16, num_classes=2)
+        try:
+            build_plan(strategy, params, dataclasses.replace(context, data=probe))
+        except PlanError:
+            continue
+        fits.append(kind)
+    if not fits:
+        return None
+    have = ", ".join(TASKS_BY_KIND[context.data.kind])
+    return (
+        f"strategies.{strategy}: needs tasks that dataset.kind {context.data.kind} lacks"
+        f" (it has only {have}); set dataset.kind to {' or '.join(fits)}"
+    )
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:

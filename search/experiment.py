@@ -40,6 +40,10 @@ RAY_ENVIRONMENT = {
     # prints its own line per trial event.
     "RAY_AIR_NEW_OUTPUT": "0",
     "TUNE_RESULT_BUFFER_LENGTH": "1",
+    # Train workers keep print() as it is: the patch logs every print even inside
+    # contextlib.redirect_stdout, so pycocotools' progress lines on each
+    # evaluation could not be silenced.
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
     # Keeping two checkpoints per trial forces an experiment snapshot when a trial
     # has written two more; for small trials that is often and cheap, not a problem.
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",

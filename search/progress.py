@@ -18,15 +18,45 @@ from trainables.strategies import PlanContext
 __all__ = ["PlanRecorder", "TrialProgress", "describe_trial", "plan_summary"]
 
 
+#: What a finished trial's line shows, the first three a trial reports.
+SHOWN_METRICS = ("val/det_map50", "val/seg_miou", "val/cls_acc", "val/acc")
+
+
 def plan_summary(plan: dict[str, Any] | None) -> str:
-    """A plan in one line: epochs, lr and unfrozen groups per phase, batch size."""
+    """A plan in one line.
+
+    Single-task plans: epochs, lr and unfrozen groups per phase, batch size.
+    Multi-task plans: each phase's name and epochs with what sets it apart
+    (alternating tasks, the weighting method, EWC), then the lrs and batch size.
+    """
     if not plan:
         return "-"
     phases = plan["phases"]
-    epochs = "+".join(str(p["epochs"]) for p in phases)
     lrs = "/".join(f"{p['lr']:.0e}" for p in phases)
-    trainable = "/".join(str(p["trainable"]) for p in phases)
-    return f"{epochs} ep, lr {lrs}, train {trainable}, bs {plan['batch_size']}"
+    if all(tuple(p["tasks"]) == ("cls",) for p in phases):
+        epochs = "+".join(str(p["epochs"]) for p in phases)
+        trainable = "/".join(str(p["trainable"]) for p in phases)
+        return f"{epochs} ep, lr {lrs}, train {trainable}, bs {plan['batch_size']}"
+    parts = []
+    for phase in phases:
+        part = f"{phase['name']} {phase['epochs']}"
+        if phase.get("task_sampling") == "alternate":
+            part += " alt"
+        elif len(phase["tasks"]) > 1:
+            part += f" {phase['weighting']['method']}"
+        if phase.get("ewc"):
+            part += f" ewc {phase['ewc']['strength']:.0e}"
+        if phase["lr_schedule"]["kind"] != "constant":
+            part += f" {phase['lr_schedule']['kind']}"
+        parts.append(part)
+    if len(set(lrs.split("/"))) == 1:
+        lrs = lrs.split("/")[0]
+    extras = "".join(
+        f", {label} {plan[key]:.2g}"
+        for key, label in (("label_smoothing", "smoothing"), ("focal_gamma", "focal"))
+        if plan.get(key)
+    )
+    return f"{' > '.join(parts)}, lr {lrs}, bs {plan['batch_size']}{extras}"
 
 
 def describe_trial(config: dict[str, Any], context: PlanContext) -> str:
@@ -63,9 +93,11 @@ class TrialProgress(Callback):
         self.finished += 1
         result = trial.last_result or {}
         how = "finished" if result.get("plan_complete") else "stopped early by the scheduler"
+        # The first metric of each task the trial reports (val/acc alone for one task).
+        shown = [name for name in SHOWN_METRICS if name in result][:3] or ["val/acc"]
+        values = ", ".join(f"{name} {result.get(name, float('nan')):.4f}" for name in shown)
         self.print_line(
-            f"trial {trial.trial_id} {how} after {result.get('epoch', 0)} epochs:"
-            f" val/acc {result.get('val/acc', float('nan')):.4f},"
+            f"trial {trial.trial_id} {how} after {result.get('epoch', 0)} epochs: {values},"
             f" target_score {result.get('target_score', float('nan')):.4f}"
             f" [{self.finished} of {self.total} trials done]"
         )

@@ -117,6 +117,28 @@ class StrategySpace:
             points = grown
         return points
 
+    def corner_points(self) -> list[dict[str, Any]]:
+        """Every range at its bottom and at its top, crossed with every categorical
+        choice: where a range or choice that cannot make a plan shows up before a
+        search samples it."""
+        points: list[dict[str, Any]] = []
+        for end in (0, -1):
+            grown: list[dict[str, Any]] = [{}]
+            for name, domain in self.params.items():
+                step = []
+                for point in grown:
+                    if not self.is_active(name, point):
+                        step.append(point)
+                    elif isinstance(domain, Categorical):
+                        step.extend({**point, name: choice} for choice in domain.choices)
+                    elif isinstance(domain, (IntRange, FloatRange)):
+                        step.append({**point, name: (domain.low, domain.high)[end]})
+                    else:
+                        step.append({**point, name: domain.value})
+                grown = step
+            points += grown
+        return points
+
     def baseline_points(self) -> list[dict[str, Any]]:
         """Baselines as Optuna parameter dicts (what ``enqueue_trial`` takes), each with the
         parameters that are active under it."""

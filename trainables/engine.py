@@ -424,6 +424,21 @@ class _Trainer:
             metrics["train/acc"] = correct_total / seen_total
         return metrics, mean_losses
 
+    def _average_buffers(self) -> None:
+        """Average BatchNorm running statistics over ranks.
+
+        DDP hands rank 0's buffers to every rank at the start of each forward, but
+        the last training step still updates each rank's copy from its own batch;
+        without this, every rank would evaluate its shard with different statistics
+        and the checkpoint (rank 0's) would not be the model that was scored.
+        """
+        if self.world_size == 1:
+            return
+        for buffer in self.model.buffers():
+            if buffer.is_floating_point():
+                dist.all_reduce(buffer)
+                buffer /= self.world_size
+
     def _average_weighting_grads(self, weighting: TaskWeighting) -> None:
         """Learned weighting parameters live outside DDP, so their gradients are
         averaged here; otherwise each rank would learn its own weights."""
@@ -437,6 +452,7 @@ class _Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Every task of the plan on the validation split, synced across ranks."""
+        self._average_buffers()
         self.model.eval()
         shard = shard_for_eval(self.data.val, self.rank, self.world_size)
         all_targets = shard.task_targets()
@@ -690,7 +706,13 @@ def _open_writer(context: EngineContext, plan: PhasePlan) -> Any:
         for name, value in context.hparams.items()
     }
     hparam_values.setdefault("strategy", plan.strategy)
-    metric_names = {"val/acc": 0.0, "val/loss": 0.0, "target_score": 0.0}
+    names = ["val/loss", "target_score"]
+    if "cls" in plan.tasks:
+        names.append("val/acc")
+    if len(plan.tasks) > 1:
+        names += [TASK_METRICS[task] for task in plan.tasks]
+        names += [f"forgetting/{task}" for task in plan.tasks]
+    metric_names = dict.fromkeys(names, 0.0)
     _, session_start, _ = hparams(hparam_values, metric_names)
     # Only this trial's session start: an experiment summary per trial would list
     # only this trial's parameters, and TensorBoard would show whichever it read

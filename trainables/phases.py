@@ -305,4 +305,3 @@ class PhasePlan:
             label_smoothing=plan.get("label_smoothing", 0.0),
             focal_gamma=plan.get("focal_gamma", 0.0),
         )
-

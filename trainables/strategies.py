@@ -22,6 +22,7 @@ from trainables.phases import (
     PlanError,
     WeightingSpec,
 )
+from trainables.weighting import check_weighting
 
 __all__ = [
     "MULTITASK_TASKS",
@@ -403,6 +404,12 @@ def build_plan(strategy: str, params: Mapping[str, Any], context: PlanContext) -
     if strategy not in STRATEGIES:
         raise PlanError(f"strategy: use one of {', '.join(STRATEGIES)}, got {strategy!r}")
     try:
-        return STRATEGIES[strategy](params, context)
+        plan = STRATEGIES[strategy](params, context)
     except KeyError as missing:
         raise PlanError(f"{strategy}.{missing.args[0]}: missing parameter") from None
+    for i, phase in enumerate(plan.phases):
+        try:
+            check_weighting(phase.weighting)
+        except ValueError as error:
+            raise PlanError(f"phases[{i}] ({phase.name}).{error}") from None
+    return plan

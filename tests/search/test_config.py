@@ -98,6 +98,43 @@ BAD_FILES = [
     ("resources: {workers_per_trial: 0}\n", "resources.workers_per_trial"),
     ("name: 'bad name/with slash'\n", "name: String should match pattern"),
     ("search: [1, 2\n", "line 2: malformed YAML"),
+    # Multi-task experiments.
+    (
+        "strategies: {joint: {}}\n",
+        "strategies.joint: needs tasks that dataset.kind synthetic_signs lacks (it has only cls);"
+        " set dataset.kind to synthetic_scenes",
+    ),
+    (
+        "dataset: {kind: synthetic_scenes, num_classes: 12}\nstrategies: {joint: {}}\n",
+        "dataset: synthetic_scenes supports 2..10 classes, got 12",
+    ),
+    (
+        "dataset: {kind: synthetic_scenes, image_size: 30}\nstrategies: {joint: {}}\n",
+        "dataset: synthetic_scenes needs an image_size that is a multiple of 4",
+    ),
+    (
+        "dataset: {kind: synthetic_scenes}\nstrategies: {joint: {space: {alpha: [-2, 2]}}}\n",
+        "strategies.joint.space: a value it allows makes a plan that cannot run:"
+        " phases[0] (joint).weighting.params.alpha: must be in [-1, 1], got -2.0",
+    ),
+    (
+        "dataset: {kind: synthetic_scenes}\n"
+        "strategies: {joint: {space: {weighting: [equal, gradnorm]}}}\n",
+        "weighting: use one of equal, loss_ratio",
+    ),
+    (
+        "dataset: {kind: synthetic_scenes}\nstrategies: {joint: {space: {temperature: 0}}}\n",
+        "weighting.params.temperature: must be > 0",
+    ),
+    (
+        "dataset: {kind: synthetic_scenes}\nstrategies: {sequential: {space: {ewc_lambda: -1}}}\n",
+        "(task/det).ewc: strength must be >= 0",
+    ),
+    (
+        "dataset: {kind: synthetic_scenes}\nstrategies: {joint: {space: {head_lr_seg: 0}}}\n",
+        "head_lr.seg: give a positive multiplier",
+    ),
+    ("search: {objective: paretoo}\n", "search.objective: Input should be 'target_score' or"),
     ("- just\n- a list\n", "the file must be a mapping of sections, got list"),
 ]
 
@@ -151,3 +188,22 @@ def test_config_error_is_raised_by_the_loader(tmp_path):
     path.write_text("search: {seed: -1}\n")
     with pytest.raises(ConfigError, match="search.seed"):
         load_experiment(path)
+
+
+def test_multitask_example_compares_joint_and_sequential_on_scenes():
+    config = load_experiment(EXAMPLES / "multitask.yaml")
+    assert config.dataset.kind == "synthetic_scenes" and config.dataset.num_classes == 10
+    assert list(config.strategies) == ["joint", "sequential"]
+    assert config.targets == "multitask"
+    # The documented baselines are evaluated first and fit in the trial budget.
+    baselines = config.search_space().points_to_evaluate()
+    assert [b["strategy"] for b in baselines] == ["joint"] * 5 + ["sequential"] * 2
+    assert config.search.num_samples > len(baselines)
+
+
+def test_scene_data_defaults_to_the_documents_ten_classes(tmp_path):
+    path = tmp_path / "experiment.yaml"
+    path.write_text("dataset: {kind: synthetic_scenes}\nstrategies: {joint: {}}\n")
+    assert load_experiment(path).data_spec().num_classes == 10
+    path.write_text("strategies: {progressive: {}}\n")
+    assert load_experiment(path).data_spec().num_classes == 36

@@ -3,9 +3,13 @@ metrics, forgetting, targets, and the multi-objective (Pareto) study."""
 
 from __future__ import annotations
 
+import json
+
 import optuna
 import pytest
+from typer.testing import CliRunner
 
+from search.cli import app
 from search.config import ExperimentConfig
 from search.experiment import run_search
 
@@ -69,3 +73,19 @@ def test_the_pareto_study_has_one_objective_per_target(searched):
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert complete and all(len(t.values) == 3 for t in complete)
     assert study.best_trials
+
+
+def test_retraining_the_best_multi_task_recipe_reproduces_it(searched, tmp_path):
+    _, outcome = searched
+    out = tmp_path / "retrained"
+    args = ["train", str(outcome.best_yaml), "--output", str(out), "--threads", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for name in ("val/det_map50", "val/seg_miou", "val/cls_acc"):
+        assert name in result.output
+    report = json.loads((out / "retrain.json").read_text())
+    searched, retrained = report["searched"], report["retrained"]
+    for name in ("val/det_map50", "val/seg_miou", "val/cls_acc", "forgetting/seg"):
+        assert retrained[name] == pytest.approx(searched[name], abs=1e-6), name
+    for task in ("seg", "det", "cls"):
+        assert (out / f"best_{task}.pt").exists()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
-from analysis.targets import NSL
+from analysis.targets import MULTITASK, NSL
 from search.experiment import _result_loggers
 from tests.conftest import TINY_CONTEXT, TINY_PROGRESSIVE
 from trainables.engine import CHECKPOINT_FILE
@@ -89,3 +90,54 @@ def test_in_process_trial_reports_the_same_metrics(ray_session, tmp_path):
     with result.checkpoint.as_directory() as directory:
         state = torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=True)
     assert state["position"]["global_epoch"] == 3
+
+
+def test_two_worker_multi_task_trial_syncs_weights_learned_weighting_and_metrics(
+    ray_session, tmp_path
+):
+    from tests.trainables.test_multitask_engine import SCENE_CONTEXT
+    from trainables.engine import EngineContext, _Trainer
+    from trainables.launch import plan_for_trial
+
+    ensure_pretrained(SCENE_CONTEXT.model)
+    settings = LaunchSettings(
+        plan_context=SCENE_CONTEXT,
+        targets=MULTITASK.targets,
+        workers=2,
+        cpus_per_worker=1,
+        tensorboard_root=None,
+        train_storage=str(tmp_path / "train_runs"),
+    )
+    # Alternating warmup steps leave heads unused (DDP must allow that), and
+    # uncertainty weighting learns parameters outside the DDP module.
+    params = {
+        "warmup_style": "alternate",
+        "warmup_epochs": 1,
+        "joint_epochs": 1,
+        "finetune_epochs": 0,
+        "lr": 1e-2,
+        "weighting": "uncertainty",
+        "batch_size": 32,
+    }
+    config = {"strategy": "joint", "joint": params}
+    results = _one_trial_tuner(tmp_path, settings, config).fit()
+    assert results.num_errors == 0, results.errors
+    history = results[0].metrics_dataframe.sort_values("epoch")
+    divergence = [c for c in history.columns if c.startswith("ddp/param_divergence")]
+    assert (history[divergence] == 0).all().all()
+    assert history["weight/seg"].iloc[-1] != 1.0
+    # Metrics reported by the 2-worker run cover the whole validation split: they
+    # equal one process evaluating the final weights on all of it.
+    plan = plan_for_trial(config, SCENE_CONTEXT)
+    state = torch.load(
+        os.path.join(history.iloc[-1]["checkpoint_path"], CHECKPOINT_FILE), weights_only=True
+    )
+
+    class _Alone:
+        rank, world_size = 0, 1
+
+    trainer = _Trainer(plan, EngineContext(threads=1), _Alone())
+    trainer.model.load_state_dict(state["model"])
+    alone = trainer.evaluate()
+    for name in ("val/cls_acc", "val/seg_miou", "val/det_map50", "val/det_map"):
+        assert history[name].iloc[-1] == pytest.approx(alone[name], abs=1e-6), name
