@@ -18,8 +18,8 @@ from trainables.strategies import PlanContext
 __all__ = ["PlanRecorder", "TrialProgress", "describe_trial", "plan_summary"]
 
 
-#: What a finished trial's line shows, the first three a trial reports.
-SHOWN_METRICS = ("val/det_map50", "val/seg_miou", "val/cls_acc", "val/acc")
+#: What a finished multi-task trial's line shows.
+MULTI_TASK_METRICS = ("val/det_map50", "val/seg_miou", "val/cls_acc")
 
 
 def plan_summary(plan: dict[str, Any] | None) -> str:
@@ -36,7 +36,11 @@ def plan_summary(plan: dict[str, Any] | None) -> str:
     if all(tuple(p["tasks"]) == ("cls",) for p in phases):
         epochs = "+".join(str(p["epochs"]) for p in phases)
         trainable = "/".join(str(p["trainable"]) for p in phases)
-        return f"{epochs} ep, lr {lrs}, train {trainable}, bs {plan['batch_size']}"
+        # Only a schedule other than the recipe's own (single-phase: plateau) is named.
+        own = "plateau" if plan["strategy"] == "single_phase" else "constant"
+        schedules = {p["lr_schedule"]["kind"] for p in phases} - {own}
+        schedule = "".join(f", {kind}" for kind in sorted(schedules))
+        return f"{epochs} ep, lr {lrs}{schedule}, train {trainable}, bs {plan['batch_size']}"
     parts = []
     for phase in phases:
         part = f"{phase['name']} {phase['epochs']}"
@@ -93,8 +97,8 @@ class TrialProgress(Callback):
         self.finished += 1
         result = trial.last_result or {}
         how = "finished" if result.get("plan_complete") else "stopped early by the scheduler"
-        # The first metric of each task the trial reports (val/acc alone for one task).
-        shown = [name for name in SHOWN_METRICS if name in result][:3] or ["val/acc"]
+        # Each task's metric for a multi-task trial, val/acc for a single-task one.
+        shown = [name for name in MULTI_TASK_METRICS if name in result] or ["val/acc"]
         values = ", ".join(f"{name} {result.get(name, float('nan')):.4f}" for name in shown)
         self.print_line(
             f"trial {trial.trial_id} {how} after {result.get('epoch', 0)} epochs: {values},"
