@@ -40,6 +40,8 @@ def progressive_space(num_groups: int) -> StrategySpace:
             **schedule,
             "batch_size": Categorical((32, 64)),
             "dropout": FloatRange(0.0, 0.5),
+            # The head may learn faster than the pretrained layers below it.
+            "head_lr_cls": FloatRange(0.3, 3.0, log=True),
         },
         conditions={
             "frozen_epochs": by_hand,
@@ -61,6 +63,7 @@ def progressive_space(num_groups: int) -> StrategySpace:
                     "lr_schedule": "constant",
                     "batch_size": 32,
                     "dropout": 0.2,
+                    "head_lr_cls": 1.0,
                 },
                 source="Phase 1: lr=0.001, base frozen, 3 epochs; Phase 2: lr=0.0001, layers 140+"
                 " unfrozen, 3 epochs; Phase 3: lr=0.00001, all layers unfrozen, 4 epochs",

@@ -24,6 +24,8 @@ def single_phase_space(num_groups: int) -> StrategySpace:
             "early_stopping_patience": IntRange(3, 8),
             "batch_size": Categorical((32, 64)),
             "dropout": FloatRange(0.3, 0.5),
+            # The head may learn faster than the pretrained layers below it.
+            "head_lr_cls": FloatRange(0.3, 3.0, log=True),
         },
         conditions=schedule_conditions,
         baselines=(
@@ -38,6 +40,7 @@ def single_phase_space(num_groups: int) -> StrategySpace:
                     "early_stopping_patience": 5,
                     "batch_size": 32,
                     "dropout": 0.4,
+                    "head_lr_cls": 1.0,
                 },
                 source="Single phase: lr=0.0001, all layers trainable, 30-50 epochs;"
                 " ReduceLROnPlateau; early stopping; higher dropout (0.3-0.5)",

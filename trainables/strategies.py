@@ -137,6 +137,7 @@ def progressive(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
         base_lr: Phase 1 learning rate. lr_decay: Divisor between phases.
         lr_schedule: Inside every phase (default ``constant``, the document's), with
             final_lr, step_size, step_gamma, plateau_factor, plateau_patience.
+        head_lr_cls: Multiplier of the classifier head's lr (default 1).
         batch_size, dropout, weight_decay, early_stopping_patience (0 = off).
     """
     if "preset" in params and params["preset"] is not None:
@@ -169,6 +170,7 @@ def progressive(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
             lr,
             lr_schedule=_lr_schedule(params, lr, "constant", context),
             early_stopping=stopping,
+            head_lr=_active(_head_lr(params), ("cls",)),
         )
         for name, epochs, trainable, lr in stages
     )
@@ -181,7 +183,8 @@ def single_phase(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
     Params:
         epochs, lr, lr_schedule (default ``plateau``, the document's) with
         plateau_factor, plateau_patience, final_lr, step_size, step_gamma;
-        early_stopping_patience (0 = off), batch_size, dropout, weight_decay.
+        early_stopping_patience (0 = off), batch_size, dropout, weight_decay;
+        head_lr_cls (multiplier of the classifier head's lr, default 1).
     """
     lr = float(params["lr"])
     phase = Phase(
@@ -191,6 +194,7 @@ def single_phase(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
         lr,
         lr_schedule=_lr_schedule(params, lr, "plateau", context),
         early_stopping=_early_stopping(params),
+        head_lr=_active(_head_lr(params), ("cls",)),
     )
     return _plan("single_phase", (phase,), params, context)
 

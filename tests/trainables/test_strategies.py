@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from spaces import SPACES
-from tests.conftest import TINY_CONTEXT
+from tests.conftest import TINY_CONTEXT, TINY_PROGRESSIVE
 from trainables.data import DataSpec
 from trainables.phases import EWCSpec, LRSchedule, PhasePlan, PlanError, WeightingSpec
 from trainables.strategies import (
@@ -330,3 +330,15 @@ def test_impossible_multitask_params_are_refused(strategy, params, message):
 def test_multitask_strategies_need_data_with_their_tasks():
     with pytest.raises(PlanError, match="synthetic_signs data has tasks cls, not 'seg'"):
         build_plan("joint", JOINT, TINY_CONTEXT)
+
+
+@pytest.mark.parametrize("strategy", ["progressive", "single_phase"])
+def test_single_task_strategies_take_a_head_lr_multiplier(strategy):
+    params = {
+        "progressive": TINY_PROGRESSIVE,
+        "single_phase": {"epochs": 2, "lr": 1e-3, "early_stopping_patience": 0},
+    }[strategy]
+    plain = build_plan(strategy, params, TINY_CONTEXT)
+    faster = build_plan(strategy, {**params, "head_lr_cls": 2.0}, TINY_CONTEXT)
+    assert all(phase.head_lr == {} for phase in plain.phases)
+    assert all(phase.head_lr == {"cls": 2.0} for phase in faster.phases)
