@@ -130,7 +130,12 @@ class StorageConfig(_Section):
     study: str | None = None
 
 
-DEFAULT_STRATEGIES = {"progressive": StrategyConfig(), "single_phase": StrategyConfig()}
+#: The quickstart's comparison: the documents' own schedules and one lr for the
+#: whole network, so a dozen trials go to epochs, depth and learning rates.
+DEFAULT_STRATEGIES = {
+    "progressive": StrategyConfig(space={"lr_schedule": "constant", "head_lr_cls": 1.0}),
+    "single_phase": StrategyConfig(space={"lr_schedule": "plateau", "head_lr_cls": 1.0}),
+}
 
 
 class ExperimentConfig(_Section):
