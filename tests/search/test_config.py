@@ -89,6 +89,11 @@ BAD_FILES = [
         "unfreeze_depth: takes whole numbers",
     ),
     ("strategies: {progressive: {space: {base_lr: [0, 1e-3]}}}\n", "a log range needs low > 0"),
+    (
+        "strategies: {progressive: {space: {unfreeze_depth: [1, 9]}}}\n",
+        "strategies.progressive.space: a value it allows makes a plan that cannot run:"
+        " phases[1] (partial).trainable: the backbone has 6 layer groups",
+    ),
     ("targets: imagenet\n", "targets: unknown target set 'imagenet'"),
     (
         "targets: [{metric: val/f1, threshold: 0.5}]\n",
