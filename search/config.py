@@ -126,8 +126,22 @@ class TargetConfig(_Section):
 
 class StorageConfig(_Section):
     path: str = "phasetune_results"
-    #: Optuna storage URL; None keeps a SQLite study beside the experiment.
+    #: Where the Optuna study lives: an RDB URL (``sqlite:///...``, ``postgresql://...``,
+    #: ``mysql://...``), or a path to a journal file (no ``://``; for file systems
+    #: without reliable SQLite locking, e.g. NFS). None keeps a SQLite study beside
+    #: the experiment.
     study: str | None = None
+
+    @model_validator(mode="after")
+    def _journal_folder_exists(self) -> StorageConfig:
+        if self.study and "://" not in self.study:
+            folder = Path(self.study).expanduser().resolve().parent
+            if not folder.is_dir():
+                raise ValueError(
+                    f"storage.study: the journal file's folder {folder} does not exist;"
+                    " create it or give an RDB URL such as sqlite:///study.db"
+                )
+        return self
 
 
 #: The quickstart's comparison: the documents' own schedules and one lr for the

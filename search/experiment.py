@@ -24,7 +24,14 @@ from trainables.data import load_dataset
 from trainables.launch import LaunchSettings, plan_for_trial, tune_trainable
 from trainables.models import ensure_pretrained
 
-__all__ = ["SearchOutcome", "configure_runtime", "resume_search", "run_search", "start_ray"]
+__all__ = [
+    "SearchOutcome",
+    "configure_runtime",
+    "resume_search",
+    "run_search",
+    "start_ray",
+    "study_storage",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +150,18 @@ def _max_epochs(config: ExperimentConfig, space: SearchSpace) -> int:
     return longest
 
 
+def study_storage(url_or_path: str) -> Any:
+    """The Optuna storage an experiment's ``storage.study`` names: an RDB URL, or a
+    journal file path (anything without ``://``)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    if "://" in url_or_path:
+        return optuna.storages.RDBStorage(url_or_path)
+    path = Path(url_or_path).expanduser().resolve()
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
 def _searcher(config: ExperimentConfig, space: SearchSpace, study_url: str) -> Any:
     import optuna
 
@@ -166,7 +185,7 @@ def _searcher(config: ExperimentConfig, space: SearchSpace, study_url: str) -> A
         points_to_evaluate=points[: config.search.num_samples] if points else None,
         sampler=sampler,
         study_name=config.name,
-        storage=optuna.storages.RDBStorage(study_url),
+        storage=study_storage(study_url),
     )
 
 

@@ -140,6 +140,10 @@ BAD_FILES = [
         "head_lr.seg: give a positive multiplier",
     ),
     ("search: {objective: paretoo}\n", "search.objective: Input should be 'target_score' or"),
+    (
+        "storage: {study: /no/such/folder/study.journal}\n",
+        "storage.study: the journal file's folder /no/such/folder does not exist",
+    ),
     ("- just\n- a list\n", "the file must be a mapping of sections, got list"),
 ]
 

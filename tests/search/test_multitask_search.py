@@ -7,6 +7,7 @@ import json
 
 import optuna
 import pytest
+from optuna.storages.journal import JournalFileBackend
 from typer.testing import CliRunner
 
 from search.cli import app
@@ -38,7 +39,9 @@ TINY_MULTITASK = {
 @pytest.fixture(scope="module")
 def searched(ray_session, tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
-    config = ExperimentConfig.model_validate({**TINY_MULTITASK, "storage": {"path": str(root)}})
+    # The study in a journal file instead of the default SQLite database.
+    storage = {"path": str(root), "study": str(root / "study.journal")}
+    config = ExperimentConfig.model_validate({**TINY_MULTITASK, "storage": storage})
     return config, run_search(config)
 
 
@@ -64,11 +67,11 @@ def test_joint_and_sequential_are_ranked_with_per_task_metrics(searched):
     assert with_ewc[0].record.metrics["train/ewc_penalty"] >= 0.0
 
 
-def test_the_pareto_study_has_one_objective_per_target(searched):
+def test_the_pareto_study_has_one_objective_per_target_in_its_journal_file(searched):
     config, outcome = searched
-    study = optuna.load_study(
-        study_name=config.name, storage=f"sqlite:///{outcome.experiment_dir / 'study.db'}"
-    )
+    assert not (outcome.experiment_dir / "study.db").exists()
+    storage = optuna.storages.JournalStorage(JournalFileBackend(config.storage.study))
+    study = optuna.load_study(study_name=config.name, storage=storage)
     assert len(study.directions) == 3
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert complete and all(len(t.values) == 3 for t in complete)
