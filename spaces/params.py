@@ -9,6 +9,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 
 __all__ = [
     "Categorical",
@@ -45,6 +50,10 @@ class FloatRange:
     def contains(self, value: Any) -> bool:
         return self.low <= value <= self.high
 
+    def distribution(self) -> FloatDistribution:
+        """This domain as the Optuna distribution that ``suggest`` samples from."""
+        return FloatDistribution(self.low, self.high, log=self.log)
+
 
 @dataclasses.dataclass(frozen=True)
 class IntRange:
@@ -64,6 +73,10 @@ class IntRange:
     def contains(self, value: Any) -> bool:
         return self.low <= value <= self.high
 
+    def distribution(self) -> IntDistribution:
+        """This domain as the Optuna distribution that ``suggest`` samples from."""
+        return IntDistribution(self.low, self.high, step=self.step)
+
 
 @dataclasses.dataclass(frozen=True)
 class Categorical:
@@ -79,6 +92,10 @@ class Categorical:
     def contains(self, value: Any) -> bool:
         return value in self.choices
 
+    def distribution(self) -> CategoricalDistribution:
+        """This domain as the Optuna distribution that ``suggest`` samples from."""
+        return CategoricalDistribution(self.choices)
+
 
 @dataclasses.dataclass(frozen=True)
 class Fixed:
@@ -92,6 +109,10 @@ class Fixed:
 
     def contains(self, value: Any) -> bool:
         return value == self.value
+
+    def distribution(self) -> None:
+        """None: a fixed parameter is not searched, so Optuna has no distribution for it."""
+        return None
 
 
 Param = FloatRange | IntRange | Categorical | Fixed
