@@ -277,6 +277,35 @@ def analyze(
 
 
 @app.command()
+def report(
+    directory: Annotated[Path, typer.Argument(help="An experiment directory.")],
+    targets: Annotated[
+        str | None,
+        typer.Option(help="A target set name or a YAML file of targets (default: the run's)."),
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, help="Rows of the ranking table.")] = 10,
+) -> None:
+    """Write a Markdown and a self-contained HTML report with plots to DIRECTORY/report/."""
+    from analysis.importance import experiment_spaces
+    from analysis.report import write_report
+
+    try:
+        config, _, chosen = _ranked(directory, targets)
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    files = write_report(
+        directory,
+        name=config.name,
+        targets=chosen,
+        spaces=experiment_spaces(config),
+        num_groups=config.model.num_groups,
+        top=top,
+    )
+    console.print(f"report: {files.markdown}\nhtml: {files.html}")
+    console.print(f"{len(files.images)} figures in {files.markdown.parent}")
+
+
+@app.command()
 def export(
     directory: Annotated[Path, typer.Argument(help="An experiment directory.")],
     trial: Annotated[str | None, typer.Option(help="Export this trial id.")] = None,

@@ -11,6 +11,7 @@ from typing import Any
 from ray.tune import Callback
 from rich.console import Console
 
+from analysis.recipes import plan_summary
 from trainables.launch import plan_for_trial
 from trainables.phases import PlanError
 from trainables.strategies import PlanContext
@@ -20,47 +21,6 @@ __all__ = ["PlanRecorder", "TrialProgress", "describe_trial", "plan_summary"]
 
 #: What a finished multi-task trial's line shows.
 MULTI_TASK_METRICS = ("val/det_map50", "val/seg_miou", "val/cls_acc")
-
-
-def plan_summary(plan: dict[str, Any] | None) -> str:
-    """A plan in one line.
-
-    Single-task plans: epochs, lr and unfrozen groups per phase, batch size.
-    Multi-task plans: each phase's name and epochs with what sets it apart
-    (alternating tasks, the weighting method, EWC), then the lrs and batch size.
-    """
-    if not plan:
-        return "-"
-    phases = plan["phases"]
-    lrs = "/".join(f"{p['lr']:.0e}" for p in phases)
-    if all(tuple(p["tasks"]) == ("cls",) for p in phases):
-        epochs = "+".join(str(p["epochs"]) for p in phases)
-        trainable = "/".join(str(p["trainable"]) for p in phases)
-        # Only a schedule other than the recipe's own (single-phase: plateau) is named.
-        own = "plateau" if plan["strategy"] == "single_phase" else "constant"
-        schedules = {p["lr_schedule"]["kind"] for p in phases} - {own}
-        schedule = "".join(f", {kind}" for kind in sorted(schedules))
-        return f"{epochs} ep, lr {lrs}{schedule}, train {trainable}, bs {plan['batch_size']}"
-    parts = []
-    for phase in phases:
-        part = f"{phase['name']} {phase['epochs']}"
-        if phase.get("task_sampling") == "alternate":
-            part += " alt"
-        elif len(phase["tasks"]) > 1:
-            part += f" {phase['weighting']['method']}"
-        if phase.get("ewc"):
-            part += f" ewc {phase['ewc']['strength']:.0e}"
-        if phase["lr_schedule"]["kind"] != "constant":
-            part += f" {phase['lr_schedule']['kind']}"
-        parts.append(part)
-    if len(set(lrs.split("/"))) == 1:
-        lrs = lrs.split("/")[0]
-    extras = "".join(
-        f", {label} {plan[key]:.2g}"
-        for key, label in (("label_smoothing", "smoothing"), ("focal_gamma", "focal"))
-        if plan.get(key)
-    )
-    return f"{' > '.join(parts)}, lr {lrs}, bs {plan['batch_size']}{extras}"
 
 
 def describe_trial(config: dict[str, Any], context: PlanContext) -> str:

@@ -1,0 +1,49 @@
+"""A phase plan in one line, as the ranking table, the report and progress lines show it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["plan_summary"]
+
+
+def plan_summary(plan: Mapping[str, Any] | None) -> str:
+    """A plan in one line.
+
+    Single-task plans: epochs, lr and unfrozen groups per phase, batch size.
+    Multi-task plans: each phase's name and epochs with what sets it apart
+    (alternating tasks, the weighting method, EWC), then the lrs and batch size.
+    """
+    if not plan:
+        return "-"
+    phases = plan["phases"]
+    lrs = "/".join(f"{p['lr']:.0e}" for p in phases)
+    if all(tuple(p["tasks"]) == ("cls",) for p in phases):
+        epochs = "+".join(str(p["epochs"]) for p in phases)
+        trainable = "/".join(str(p["trainable"]) for p in phases)
+        # Only a schedule other than the recipe's own (single-phase: plateau) is named.
+        own = "plateau" if plan["strategy"] == "single_phase" else "constant"
+        schedules = {p["lr_schedule"]["kind"] for p in phases} - {own}
+        schedule = "".join(f", {kind}" for kind in sorted(schedules))
+        return f"{epochs} ep, lr {lrs}{schedule}, train {trainable}, bs {plan['batch_size']}"
+    parts = []
+    for phase in phases:
+        part = f"{phase['name']} {phase['epochs']}"
+        if phase.get("task_sampling") == "alternate":
+            part += " alt"
+        elif len(phase["tasks"]) > 1:
+            part += f" {phase['weighting']['method']}"
+        if phase.get("ewc"):
+            part += f" ewc {phase['ewc']['strength']:.0e}"
+        if phase["lr_schedule"]["kind"] != "constant":
+            part += f" {phase['lr_schedule']['kind']}"
+        parts.append(part)
+    if len(set(lrs.split("/"))) == 1:
+        lrs = lrs.split("/")[0]
+    extras = "".join(
+        f", {label} {plan[key]:.2g}"
+        for key, label in (("label_smoothing", "smoothing"), ("focal_gamma", "focal"))
+        if plan.get(key)
+    )
+    return f"{' > '.join(parts)}, lr {lrs}, bs {plan['batch_size']}{extras}"
