@@ -63,6 +63,13 @@ def ranking_table(ranked: list[Any], targets: Sequence[Any], limit: int | None =
     table.add_column("target_score", justify="right")
     table.add_column("epochs", justify="right")
     table.add_column("status")
+    # Several target metrics: mark the trials no other trial beats on all of them.
+    front = frozenset()
+    if len(metrics) > 1:
+        from analysis.pareto import pareto_front
+
+        front = pareto_front([item.record for item in ranked], targets)
+        table.caption = "*: on the Pareto front of the target metrics"
     for item in ranked[:limit]:
         record = item.record
         status = record.status if not record.error else f"failed: {record.error}"
@@ -73,7 +80,7 @@ def ranking_table(ranked: list[Any], targets: Sequence[Any], limit: int | None =
             for t in multi_task
         )
         table.add_row(
-            str(item.rank),
+            f"{item.rank}*" if record.trial_id in front else str(item.rank),
             record.trial_id,
             record.strategy,
             plan_summary(record.plan),
