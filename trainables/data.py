@@ -1,9 +1,10 @@
-"""Synthetic image data sets made on the fly.
+"""Image data sets: synthetic ones made on the fly, and real ones read from disk.
 
 The target task stands in for a 36-class sign-language image set; the source task is
 a different labelling of the same visual vocabulary, used to pretrain backbones. The
 scenes task (see `trainables.scenes`) adds per-pixel masks and object boxes, for joint
-classification, segmentation and detection.
+classification, segmentation and detection. ``image_folder`` and ``parquet`` data are
+read from disk (see `trainables.real_data`). Every kind is cached on local disk.
 """
 
 from __future__ import annotations
@@ -16,16 +17,29 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import torch
 
+from trainables.augment import Augmentation, augment_batch
+from trainables.real_data import (
+    READER_VERSION,
+    REAL_KINDS,
+    DataError,
+    SourceInfo,
+    check_num_classes,
+    decode_source,
+    report_skipped,
+    source_fingerprint,
+)
 from trainables.scenes import MAX_OBJECTS, SCENE_CLASSES, SCENE_GENERATOR_VERSION, render_scenes
 
 __all__ = [
     "CACHE_DIR_ENV",
     "cache_dir",
+    "Augmentation",
+    "DataError",
     "GENERATOR_VERSION",
     "KINDS",
     "MAX_OBJECTS",
@@ -44,19 +58,26 @@ __all__ = [
 # Scenes have their own, `SCENE_GENERATOR_VERSION`.
 GENERATOR_VERSION = 1
 
-KINDS = ("synthetic_signs", "synthetic_source", "synthetic_scenes")
+SYNTHETIC_KINDS = ("synthetic_signs", "synthetic_source", "synthetic_scenes")
+KINDS = (*SYNTHETIC_KINDS, *REAL_KINDS)
 
-# Which targets each kind provides, in the order `Split.task_targets` lists them.
+# Which targets each kind can provide, in the order `Split.task_targets` lists them.
+# A Parquet table has seg and det only with mask and boxes columns: `DataSpec.tasks`
+# says what one data set offers.
 TASKS_BY_KIND: dict[str, tuple[str, ...]] = {
     "synthetic_signs": ("cls",),
     "synthetic_source": ("cls",),
     "synthetic_scenes": ("cls", "seg", "det"),
+    "image_folder": ("cls",),
+    "parquet": ("cls", "seg", "det"),
 }
 
 CACHE_DIR_ENV = "PHASETUNE_CACHE_DIR"
 # Per split; scenes also store masks and detections.
 _CACHED_FIELDS = ("images", "labels")
 _SCENE_FIELDS = ("masks", "detections")
+# The synthetic cache key: the fields that change generated images (not augmentation).
+_SYNTHETIC_KEY_FIELDS = ("kind", "num_samples", "image_size", "num_classes", "val_fraction", "seed")
 # The scene detection head works at stride 4.
 _SCENE_SIZE_STEP = 4
 _MIN_SCENE_SIZE = 16
@@ -92,45 +113,96 @@ _BACKGROUND_CHROMA = 0.3
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
-    """Everything that determines a generated data set.
+    """Everything that determines a data set, generated or read from disk.
 
     Attributes:
-        kind: "synthetic_signs" (target task), "synthetic_source" (pretraining task) or
-            "synthetic_scenes" (classification, segmentation and detection).
-        num_samples: Total number of images before the train/val split.
-        image_size: Height and width in pixels; for scenes a multiple of 4, at least 16.
-        num_classes: Number of classes; the first `num_classes` templates of the kind are used.
-        val_fraction: Fraction of the samples held out for validation.
-        seed: Seed of the sample stream (poses, colours, clutter, noise, split).
+        kind: "synthetic_signs" (target task), "synthetic_source" (pretraining task),
+            "synthetic_scenes" (classification, segmentation and detection), or
+            "image_folder" / "parquet" (read from `path`, see `trainables.real_data`).
+        num_samples: Total number of images before the train/val split (synthetic only).
+        image_size: Height and width in pixels; for scenes, and Parquet data with masks or
+            boxes, a multiple of 4, at least 16.
+        num_classes: Number of classes; the first `num_classes` templates of the kind are
+            used. For data on disk None takes the data's count.
+        val_fraction: Fraction of the samples held out for validation (stratified by class).
+        seed: Seed of the sample stream (poses, colours, clutter, noise) and of the split.
+        path: The folder of class folders (image_folder), or a Parquet file or folder.
+        image_column: Parquet column of encoded images (PNG, JPEG, ...).
+        label_column: Parquet column of class indices or class names.
+        mask_column: Parquet column of PNG masks (0 background, c + 1 class c), or None.
+        boxes_column: Parquet column of ``[x1, y1, x2, y2, class]`` pixel boxes, or None.
+        on_corrupt: "error" refuses a data set with an unreadable file, "skip" leaves such
+            files out with a warning naming each.
+        hflip: Mirror training images (and their masks and boxes) with probability 0.5.
+        crop_scale: Smallest area fraction of a random resized crop of training images;
+            1.0 turns cropping off.
     """
 
     kind: str = "synthetic_signs"
     num_samples: int = 3600
     image_size: int = 32
-    num_classes: int = 36
+    num_classes: int | None = 36
     val_fraction: float = 0.2
     seed: int = 0
+    path: str | None = None
+    image_column: str = "image"
+    label_column: str = "label"
+    mask_column: str | None = None
+    boxes_column: str | None = None
+    on_corrupt: str = "error"
+    hflip: bool = False
+    crop_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown data kind {self.kind!r}; expected one of {KINDS}")
         if self.image_size < 8:
             raise ValueError(f"image_size must be at least 8, got {self.image_size}")
-        if self.kind == "synthetic_scenes" and (
+        if set(self.tasks) & {"seg", "det"} and (
             self.image_size < _MIN_SCENE_SIZE or self.image_size % _SCENE_SIZE_STEP
         ):
             raise ValueError(
                 f"{self.kind} needs an image_size that is a multiple of {_SCENE_SIZE_STEP} "
                 f"and at least {_MIN_SCENE_SIZE}, got {self.image_size}"
             )
-        available = _num_class_templates(self.kind)
-        if not 2 <= self.num_classes <= available:
-            raise ValueError(f"{self.kind} supports 2..{available} classes, got {self.num_classes}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 < self.crop_scale <= 1.0:
+            raise ValueError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
+        if self.kind in REAL_KINDS:
+            self._check_real()
+            return
+        if self.path is not None:
+            raise ValueError(f"{self.kind} data are made on the fly; path is for data on disk")
+        available = _num_class_templates(self.kind)
+        if self.num_classes is None or not 2 <= self.num_classes <= available:
+            raise ValueError(f"{self.kind} supports 2..{available} classes, got {self.num_classes}")
         num_val = _num_val(self.num_samples, self.val_fraction)
         if num_val < 1 or num_val >= self.num_samples:
             raise ValueError(f"{self.num_samples} samples leave an empty train or val split")
+
+    def _check_real(self) -> None:
+        if not self.path:
+            raise ValueError(f"path: {self.kind} data need the path of the data set")
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
+        if self.on_corrupt not in ("error", "skip"):
+            raise ValueError(f"on_corrupt: use error or skip, got {self.on_corrupt!r}")
+        if self.kind == "image_folder" and (self.mask_column or self.boxes_column):
+            raise ValueError("image_folder data have labels only; masks and boxes need parquet")
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks this data set has targets for, in `Split.task_targets` order."""
+        if self.kind != "parquet":
+            return TASKS_BY_KIND[self.kind]
+        return ("cls",) + ("seg",) * bool(self.mask_column) + ("det",) * bool(self.boxes_column)
+
+    @property
+    def augmentation(self) -> Augmentation | None:
+        """The training batches' random transforms, or None."""
+        augmentation = Augmentation(hflip=self.hflip, crop_scale=self.crop_scale)
+        return augmentation if augmentation.active else None
 
     def to_dict(self) -> dict:
         """Returns the spec as a JSON-compatible dict."""
@@ -150,9 +222,10 @@ class Split:
     Attributes:
         images: float32 (N, 3, H, W), normalised to roughly zero mean / unit std per channel.
         labels: int64 (N,); for scenes the class of the largest object.
-        masks: int64 (N, H, W) for scenes, else None; 0 is background, c + 1 an object of
-            class c (the topmost object where objects overlap).
-        detections: float32 (N, MAX_OBJECTS, 5) for scenes, else None; rows
+        masks: int64 (N, H, W) for scenes and Parquet masks, else None; 0 is background,
+            c + 1 an object of class c (the topmost object where objects overlap).
+        detections: float32 (N, K, 5) for scenes (K = MAX_OBJECTS) and Parquet boxes, else
+            None; rows
             ``[x1, y1, x2, y2, class]`` bound each object's visible mask pixels in pixel-edge
             coordinates (columns x1..x2-1, rows y1..y2-1), and rows without an object are -1.
     """
@@ -161,6 +234,8 @@ class Split:
     labels: torch.Tensor
     masks: torch.Tensor | None = None
     detections: torch.Tensor | None = None
+    #: Random transforms the batch iterators apply; set on training splits only.
+    augmentation: Augmentation | None = None
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -209,18 +284,58 @@ class _Template:
 def load_dataset(spec: DataSpec) -> ImageDataset:
     """Returns the data set described by `spec`, generating it on first use.
 
-    Deterministic in `spec`; cached in-process and on disk (see `CACHE_DIR_ENV`).
+    Deterministic in `spec`; cached in-process and on disk (see `CACHE_DIR_ENV`), where a
+    file lock makes concurrent loaders on a node wait for one of them to make the file.
+
+    Raises:
+        DataError: data on disk that cannot be used as `spec` says (one line).
     """
-    path = _cache_path(spec)
-    arrays = _read_cache(path, _cached_arrays(spec.kind))
-    if arrays is None:
-        arrays = _generate(spec)
-        _write_cache(path, arrays)
-    return _normalise(arrays, spec.num_classes)
+    if spec.kind in REAL_KINDS:
+        return _load_real(spec)
+    arrays = _cached(_cache_path(spec), _cached_arrays(spec.kind), lambda: _generate(spec))
+    return _normalise(arrays, spec.num_classes, spec.augmentation)
+
+
+def _load_real(spec: DataSpec) -> ImageDataset:
+    """Decodes data on disk once per node (cached by file listing and settings), then splits."""
+    key = source_fingerprint(spec)
+    path = cache_dir() / "data" / f"{spec.kind}-{key}-r{READER_VERSION}.pt"
+    fields = ("images", "labels")
+    fields += ("masks",) * bool(spec.mask_column) + ("detections",) * bool(spec.boxes_column)
+    arrays = _cached(path, fields, lambda: decode_source(spec), lists=("classes", "skipped"))
+    report_skipped(spec, arrays["skipped"])
+    num_classes = check_num_classes(spec.num_classes, _decoded_classes(spec, arrays))
+    generator = torch.Generator().manual_seed(_stream_seed(spec))
+    labels = arrays["labels"]
+    val_mask = _val_mask(labels, num_classes, spec.val_fraction, generator)
+    if not 0 < int(val_mask.sum()) < labels.shape[0]:
+        raise DataError(
+            f"dataset.val_fraction: {labels.shape[0]} images leave an empty train or val split"
+        )
+    split_arrays = {
+        f"{split}_{name}": arrays[name][in_split]
+        for split, in_split in (("train", ~val_mask), ("val", val_mask))
+        for name in fields
+    }
+    return _normalise(split_arrays, num_classes, spec.augmentation)
+
+
+def _decoded_classes(spec: DataSpec, arrays: dict) -> SourceInfo:
+    """The classes the decoded targets use: names, or the largest id any target holds."""
+    if arrays["classes"]:
+        count = len(arrays["classes"])
+        found = "class folders" if spec.kind == "image_folder" else "distinct labels"
+        return SourceInfo(count, True, (), f"{count} {found}")
+    largest = int(arrays["labels"].max())
+    if "detections" in arrays:
+        largest = max(largest, int(arrays["detections"][..., 4].max()))
+    if "masks" in arrays:
+        largest = max(largest, int(arrays["masks"].max()) - 1)
+    return SourceInfo(largest + 1, False, (), f"class ids up to {largest} in labels or targets")
 
 
 def tasks_for_kind(kind: str) -> tuple[str, ...]:
-    """Returns the tasks that data of `kind` has targets for."""
+    """Returns the tasks that data of `kind` can have targets for (see `DataSpec.tasks`)."""
     if kind not in TASKS_BY_KIND:
         raise ValueError(f"unknown data kind {kind!r}; expected one of {KINDS}")
     return TASKS_BY_KIND[kind]
@@ -253,7 +368,13 @@ def iterate_batches(
     for batch in _batch_indices(
         len(split), batch_size, shuffle, generator, rank, world_size, drop_last
     ):
-        yield split.images[batch], split.labels[batch]
+        if split.augmentation is None:
+            yield split.images[batch], split.labels[batch]
+            continue
+        images, targets = augment_batch(
+            split.images[batch], {"cls": split.labels[batch]}, split.augmentation, generator
+        )
+        yield images, targets["cls"]
 
 
 def iterate_task_batches(
@@ -269,13 +390,20 @@ def iterate_task_batches(
     """Yields one epoch of (images, targets) batches, targets as in `Split.task_targets`.
 
     Takes the same arguments as `iterate_batches` and, for the same generator state,
-    visits the same samples in the same batches.
+    visits the same samples in the same batches. A split with an augmentation gets its
+    random transforms drawn from `generator` after each batch's indices.
     """
     targets = split.task_targets()
     for batch in _batch_indices(
         len(split), batch_size, shuffle, generator, rank, world_size, drop_last
     ):
-        yield split.images[batch], {task: target[batch] for task, target in targets.items()}
+        images = split.images[batch]
+        batch_targets = {task: target[batch] for task, target in targets.items()}
+        if split.augmentation is not None:
+            images, batch_targets = augment_batch(
+                images, batch_targets, split.augmentation, generator
+            )
+        yield images, batch_targets
 
 
 def _batch_indices(
@@ -303,12 +431,13 @@ def _batch_indices(
 
 
 def shard_for_eval(split: Split, rank: int, world_size: int) -> Split:
-    """Returns this rank's contiguous part of `split`; all ranks' parts cover it exactly once."""
+    """Returns this rank's contiguous part of `split`, unaugmented; all ranks' parts cover it
+    exactly once."""
     _check_rank(rank, world_size)
     parts = {
         field.name: torch.tensor_split(value, world_size)[rank]
         for field in dataclasses.fields(split)
-        if (value := getattr(split, field.name)) is not None
+        if isinstance(value := getattr(split, field.name), torch.Tensor)
     }
     return Split(**parts)
 
@@ -333,7 +462,10 @@ def cache_dir() -> Path:
 
 def _cache_path(spec: DataSpec) -> Path:
     root = cache_dir()
-    digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    # Only the fields that change the generated images, so that synthetic caches made
+    # before data on disk were supported stay valid and augmentation shares one file.
+    key = {name: getattr(spec, name) for name in _SYNTHETIC_KEY_FIELDS}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     version = SCENE_GENERATOR_VERSION if spec.kind == "synthetic_scenes" else GENERATOR_VERSION
     return root / "data" / f"{spec.kind}-{digest}-v{version}.pt"
 
@@ -344,17 +476,46 @@ def _cached_arrays(kind: str) -> tuple[str, ...]:
     return tuple(f"{split}_{field}" for split in ("train", "val") for field in fields)
 
 
-def _read_cache(path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
-    """Returns the cached arrays, or None when the file is missing or lacks one of `keys`."""
+def _cached(
+    path: Path, keys: tuple[str, ...], make: Callable[[], dict], lists: tuple[str, ...] = ()
+) -> dict:
+    """Reads the cache file, or makes and writes it while holding the file's lock.
+
+    Concurrent trials on a node thus wait for one of them to make the data, then read
+    the file; later ones read it without locking.
+    """
+    from filelock import FileLock
+
+    arrays = _read_cache(path, keys, lists)
+    if arrays is not None:
+        return arrays
+    # Locks live apart from the data, so the data folder holds only finished files.
+    lock = cache_dir() / "locks" / f"{path.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):
+        arrays = _read_cache(path, keys, lists)
+        if arrays is None:
+            arrays = make()
+            _write_cache(path, arrays)
+    return arrays
+
+
+def _read_cache(
+    path: Path, keys: tuple[str, ...], lists: tuple[str, ...] = ()
+) -> dict[str, torch.Tensor] | None:
+    """Returns the cached arrays, or None when the file is missing or lacks one of `keys`
+    (tensors) or `lists`."""
     if not path.exists():
         return None
     try:
         arrays = torch.load(path, weights_only=True)
     except Exception:  # whatever makes the file unreadable, regenerating fixes it
         return None
-    if not isinstance(arrays, dict) or not all(
-        isinstance(arrays.get(key), torch.Tensor) for key in keys
-    ):
+    if not isinstance(arrays, dict):
+        return None
+    if not all(isinstance(arrays.get(key), torch.Tensor) for key in keys):
+        return None
+    if not all(isinstance(arrays.get(key), list) for key in lists):
         return None
     return arrays
 
@@ -372,8 +533,11 @@ def _write_cache(path: Path, arrays: dict[str, torch.Tensor]) -> None:
         raise
 
 
-def _normalise(arrays: dict[str, torch.Tensor], num_classes: int) -> ImageDataset:
-    """Standardises uint8 images per channel with statistics of the training split."""
+def _normalise(
+    arrays: dict[str, torch.Tensor], num_classes: int, augmentation: Augmentation | None = None
+) -> ImageDataset:
+    """Standardises uint8 images per channel with statistics of the training split; only
+    the training split gets `augmentation`."""
     train_images = arrays["train_images"]
     # Exact integer histograms keep the statistics independent of thread count and sum order.
     counts = torch.stack(
@@ -393,6 +557,7 @@ def _normalise(arrays: dict[str, torch.Tensor], num_classes: int) -> ImageDatase
             labels=arrays[f"{name}_labels"].to(torch.int64),
             masks=None if masks is None else masks.to(torch.int64),
             detections=arrays.get(f"{name}_detections"),
+            augmentation=augmentation if name == "train" else None,
         )
 
     return ImageDataset(train=to_split("train"), val=to_split("val"), num_classes=num_classes)
@@ -654,7 +819,7 @@ def _generate(spec: DataSpec) -> dict[str, torch.Tensor]:
         }
     else:
         arrays = {"images": _render_templates(spec, labels, generator), "labels": labels}
-    val_mask = _val_mask(labels, spec, generator)
+    val_mask = _val_mask(labels, spec.num_classes, spec.val_fraction, generator)
     return {
         f"{split}_{name}": array[in_split]
         for split, in_split in (("train", ~val_mask), ("val", val_mask))
@@ -721,7 +886,9 @@ def _render_templates(
     return images
 
 
-def _val_mask(labels: torch.Tensor, spec: DataSpec, generator: torch.Generator) -> torch.Tensor:
+def _val_mask(
+    labels: torch.Tensor, num_classes: int, val_fraction: float, generator: torch.Generator
+) -> torch.Tensor:
     """Picks val samples round-robin over classes, so that every class reaches val early."""
     count = labels.shape[0]
     order = torch.randperm(count, generator=generator)
@@ -730,10 +897,10 @@ def _val_mask(labels: torch.Tensor, spec: DataSpec, generator: torch.Generator) 
     class_starts = torch.searchsorted(sorted_labels, sorted_labels, side="left")
     rank_in_class = torch.arange(count) - class_starts
     # Class order within a round is shuffled too, so no class is systematically favoured.
-    class_priority = torch.randperm(spec.num_classes, generator=generator)[sorted_labels]
-    round_robin = by_class[torch.argsort(rank_in_class * spec.num_classes + class_priority)]
+    class_priority = torch.randperm(num_classes, generator=generator)[sorted_labels]
+    round_robin = by_class[torch.argsort(rank_in_class * num_classes + class_priority)]
     val_mask = torch.zeros(count, dtype=torch.bool)
-    val_mask[round_robin[: _num_val(count, spec.val_fraction)]] = True
+    val_mask[round_robin[: _num_val(count, val_fraction)]] = True
     return val_mask
 
 

@@ -41,6 +41,9 @@ __all__ = [
 
 CHECKPOINT_FILE = "state.pt"
 
+#: Values of ``EngineContext.precision``.
+PRECISIONS = ("auto", "fp32", "bf16")
+
 
 #: The validation metric that stands for each task: forgetting, the best checkpoint
 #: per task and validation-based weighting all follow it (higher is better).
@@ -70,6 +73,14 @@ class EngineContext:
         hparams: Hyperparameters shown in TensorBoard's HParams dashboard.
         threads: Torch intra-op threads for this worker (its CPU share).
         use_gpu: Train on this worker's GPU when one is visible.
+        precision: "fp32", "bf16" (autocast of forward passes to bfloat16; weights,
+            optimiser and losses stay fp32) or "auto" (bf16 on a GPU that supports
+            it, else fp32).
+        channels_last: Keep weights and batches in channels-last memory format (faster
+            convolutions on tensor-core GPUs); None: on a GPU only.
+        data_on_device: Hold the whole data set in GPU memory, so batches need no host
+            copy; None: when it fits in a quarter of the free GPU memory. Otherwise
+            each batch is gathered on the host and copied.
     """
 
     targets: tuple[Target, ...] = ()
@@ -77,6 +88,9 @@ class EngineContext:
     hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     threads: int | None = None
     use_gpu: bool = False
+    precision: str = "auto"
+    channels_last: bool | None = None
+    data_on_device: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -254,6 +268,50 @@ class _TaskBest:
     model: dict[str, torch.Tensor]
 
 
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``; None trains in fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: unknown {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return None
+    # On CPUs bf16 autocast is mostly slower than fp32; on GPUs without bf16
+    # (before Ampere) it would be emulated.
+    if precision == "auto" and (device.type != "cuda" or not torch.cuda.is_bf16_supported()):
+        return None
+    return torch.bfloat16
+
+
+def _split_tensors(split: Any) -> dict[str, torch.Tensor]:
+    return {
+        field.name: getattr(split, field.name)
+        for field in dataclasses.fields(split)
+        if isinstance(getattr(split, field.name), torch.Tensor)
+    }
+
+
+def _to_device(data: ImageDataset, device: torch.device, on_device: bool | None) -> ImageDataset:
+    """The data set in GPU memory when asked, or when it fits in a quarter of what is
+    free; else as it is, on the host."""
+    splits = (data.train, data.val)
+    size = sum(
+        tensor.numel() * tensor.element_size()
+        for split in splits
+        for tensor in _split_tensors(split).values()
+    )
+    if on_device is None:
+        free, _ = torch.cuda.mem_get_info(device)
+        on_device = size <= free // 4
+    if not on_device:
+        return data
+
+    def move(split: Any) -> Any:
+        tensors = _split_tensors(split)
+        return dataclasses.replace(split, **{k: v.to(device) for k, v in tensors.items()})
+
+    # A new object: the cached one on the host stays as it is for other trials.
+    return dataclasses.replace(data, train=move(data.train), val=move(data.val))
+
+
 class _Trainer:
     """State of one run; ``run`` walks the plan's phases from where it stands."""
 
@@ -271,6 +329,13 @@ class _Trainer:
         self.data: ImageDataset = load_dataset(plan.data)
         self.tasks = plan.tasks
         self.model = build_model(plan.model, self.data.num_classes, self.tasks).to(self.device)
+        self.autocast_dtype = resolve_precision(context.precision, self.device)
+        on_gpu = self.device.type == "cuda"
+        channels_last = on_gpu if context.channels_last is None else context.channels_last
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
+        if on_gpu:
+            self.data = _to_device(self.data, self.device, context.data_on_device)
         self.shuffle = torch.Generator().manual_seed(plan.seed)
         self.position = _Position()
         self.anchors: list[TaskAnchor] = []
@@ -338,9 +403,22 @@ class _Trainer:
             world_size=self.world_size,
         ):
             yield (
-                images.to(self.device),
-                {task: target.to(self.device) for task, target in targets.items()},
+                images.to(self.device, non_blocking=True, memory_format=self.memory_format),
+                {
+                    task: target.to(self.device, non_blocking=True)
+                    for task, target in targets.items()
+                },
             )
+
+    def _forward(
+        self, model: nn.Module, images: torch.Tensor, tasks: tuple[str, ...]
+    ) -> dict[str, torch.Tensor]:
+        """Task outputs, under autocast when asked; losses and metrics then see fp32."""
+        if self.autocast_dtype is None:
+            return model(images, tasks)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+            outputs = model(images, tasks)
+        return {task: output.float() for task, output in outputs.items()}
 
     def _loss(self, task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return task_loss(
@@ -376,7 +454,7 @@ class _Trainer:
             # Alternating steps train one task each, in turn; every rank runs the
             # same step numbers, so DDP ranks agree on the task.
             active = (phase.tasks[steps % num_tasks],) if alternate else phase.tasks
-            outputs = model(images, active)
+            outputs = self._forward(model, images, active)
             losses = {task: self._loss(task, outputs[task], targets[task]) for task in active}
             if alternate:
                 loss, weights = losses[active[0]], torch.ones(1, device=self.device)
@@ -459,11 +537,14 @@ class _Trainer:
         task_metrics = TaskMetrics(self.tasks, self.data.num_classes, self.device)
         loss_sums = dict.fromkeys(self.tasks, 0.0)
         for start in range(0, len(shard), 256):
-            images = shard.images[start : start + 256].to(self.device)
+            images = shard.images[start : start + 256].to(
+                self.device, non_blocking=True, memory_format=self.memory_format
+            )
             targets = {
-                task: all_targets[task][start : start + 256].to(self.device) for task in self.tasks
+                task: all_targets[task][start : start + 256].to(self.device, non_blocking=True)
+                for task in self.tasks
             }
-            outputs = self.model(images, self.tasks)
+            outputs = self._forward(self.model, images, self.tasks)
             for task in self.tasks:
                 # Batch means times batch size: per-sample sums for every task's loss.
                 loss = self._loss(task, outputs[task], targets[task])

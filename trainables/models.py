@@ -1,4 +1,10 @@
-"""Backbones with ordered layer groups, task heads, and the cached pretrained backbone."""
+"""Backbones with ordered layer groups, task heads, and the cached pretrained backbone.
+
+Every backbone exposes ``layer_groups`` (input side first), ``forward_pyramid``,
+``pyramid_channels``, ``pyramid_strides`` and ``out_features``: the built-in
+:class:`SmallCNN` natively, any other network through
+:func:`trainables.backbones.adapt_backbone`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from trainables.backbones import (
+    BackboneError,
+    adapt_backbone,
+    describe_error,
+    find_blocks,
+    import_factory,
+    load_weights,
+    torchvision_model,
+)
 from trainables.data import cache_dir, iterate_batches, load_dataset
 from trainables.phases import ModelSpec, PretrainSpec
 
@@ -19,6 +34,8 @@ __all__ = [
     "ClassifierHead",
     "SmallCNN",
     "TaskModel",
+    "backbone_blocks",
+    "build_backbone",
     "build_head",
     "build_model",
     "pretrained_backbone_path",
@@ -29,6 +46,9 @@ logger = logging.getLogger(__name__)
 #: Bump when the backbone architecture or the pretraining loop changes, so stale
 #: cached weights are never loaded into a different network.
 PRETRAIN_VERSION = 1
+
+#: Input pixels per cell of the detection head's output (the data's box targets).
+DETECTION_STRIDE = 4
 
 
 class SmallCNN(nn.Module):
@@ -58,6 +78,9 @@ class SmallCNN(nn.Module):
         #: Output channels and stride (input pixels per feature cell) of every group.
         self.group_channels = [width * 2 ** (i // 2) for i in range(num_groups)]
         self.group_strides = [2 ** (i // 2) for i in range(num_groups)]
+        # Every group's map is a pyramid level.
+        self.pyramid_channels = self.group_channels
+        self.pyramid_strides = self.group_strides
 
     def forward_pyramid(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps of every group, input side first (dense heads read several)."""
@@ -93,7 +116,7 @@ class ClassifierHead(nn.Module):
 class TaskModel(nn.Module):
     """One shared backbone with one head per task; every head reads the feature pyramid."""
 
-    def __init__(self, backbone: SmallCNN, heads: dict[str, nn.Module]) -> None:
+    def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module]) -> None:
         super().__init__()
         self.backbone = backbone
         self.heads = nn.ModuleDict(heads)
@@ -110,19 +133,73 @@ class TaskModel(nn.Module):
         return {task: self.heads[task](pyramid) for task in names}
 
 
-def build_head(task: str, backbone: SmallCNN, num_classes: int, dropout: float) -> nn.Module:
+def build_head(task: str, backbone: nn.Module, num_classes: int, dropout: float) -> nn.Module:
     """The head of ``task`` (cls, seg or det) on ``backbone``'s feature pyramid."""
     from trainables.heads import DetectionHead, SegmentationHead
 
+    channels, strides = list(backbone.pyramid_channels), list(backbone.pyramid_strides)
     if task == "cls":
         return ClassifierHead(backbone.out_features, num_classes, dropout)
     if task == "seg":
-        return SegmentationHead(
-            backbone.group_channels, backbone.group_strides, num_classes, dropout=dropout
-        )
+        return SegmentationHead(channels, strides, num_classes, dropout=dropout)
     if task == "det":
-        return DetectionHead(backbone.group_channels, backbone.group_strides, num_classes)
+        if min(strides) > DETECTION_STRIDE:
+            raise BackboneError(
+                f"model: the detection head needs a feature map at stride {DETECTION_STRIDE}"
+                f" or finer; the backbone's finest is {min(strides)}"
+            )
+        return DetectionHead(channels, strides, num_classes, stride=DETECTION_STRIDE)
     raise ValueError(f"tasks: unknown task {task!r}; use cls, seg or det")
+
+
+def _network(spec: ModelSpec) -> nn.Module:
+    """The network ``spec`` names, as built (a torchvision or factory classifier included)."""
+    if spec.backbone == "small_cnn":
+        return SmallCNN(width=spec.width, num_groups=spec.num_groups)
+    if spec.backbone.startswith("torchvision:"):
+        return torchvision_model(spec.backbone.removeprefix("torchvision:"))
+    if spec.backbone != "factory":
+        raise BackboneError(
+            f"model.backbone: unknown backbone {spec.backbone!r}; use small_cnn,"
+            " torchvision:<name> or factory"
+        )
+    if not spec.factory:
+        raise BackboneError("model.factory: backbone factory needs 'package.module:function'")
+    build = import_factory(spec.factory)
+    try:
+        network = build(**spec.factory_args)
+    except Exception as error:
+        raise BackboneError(
+            f"model.factory: {spec.factory}(**model.factory_args) failed: {describe_error(error)}"
+        ) from None
+    if not isinstance(network, nn.Module):
+        raise BackboneError(
+            f"model.factory: {spec.factory} returned {type(network).__name__}, not an nn.Module"
+        )
+    return network
+
+
+def build_backbone(spec: ModelSpec, *, load_weights_file: bool = True) -> nn.Module:
+    """The backbone ``spec`` names, with ``spec.weights`` loaded if given (no pretraining).
+
+    Raises:
+        BackboneError: an unknown backbone, a factory or weights file that does not
+            work, or more groups than the network has blocks; the message names the field.
+    """
+    network = _network(spec)
+    if spec.weights and load_weights_file:
+        load_weights(network, spec.weights, strict=spec.strict_weights)
+    groups = tuple(spec.groups) if spec.groups is not None else None
+    return adapt_backbone(network, spec.num_groups, blocks=spec.blocks, groups=groups)
+
+
+def backbone_blocks(spec: ModelSpec) -> int:
+    """The most layer groups ``spec``'s network can be split into (its own group count
+    where it brings ``layer_groups``)."""
+    network = _network(spec)
+    if hasattr(network, "layer_groups") and hasattr(network, "forward_pyramid"):
+        return len(network.layer_groups)
+    return len(find_blocks(network, spec.blocks))
 
 
 def build_model(
@@ -132,11 +209,11 @@ def build_model(
     *,
     load_pretrained: bool = True,
 ) -> TaskModel:
-    """The model a plan describes (one head per task), with pretrained weights if asked."""
-    if spec.backbone != "small_cnn":
-        raise ValueError(f"model.backbone: unknown backbone {spec.backbone!r}; use 'small_cnn'")
-    backbone = SmallCNN(width=spec.width, num_groups=spec.num_groups)
-    if spec.pretrained is not None and load_pretrained:
+    """The model a plan describes (one head per task), with pretrained weights if asked:
+    ``spec.weights`` from a local file, else the synthetic source task's if
+    ``spec.pretrained``."""
+    backbone = build_backbone(spec, load_weights_file=load_pretrained)
+    if spec.pretrained is not None and spec.weights is None and load_pretrained:
         path = ensure_pretrained(spec)
         backbone.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
     heads = {task: build_head(task, backbone, num_classes, spec.dropout) for task in tasks}
@@ -152,8 +229,16 @@ def _pretrain_key(spec: ModelSpec) -> str:
         "num_groups": spec.num_groups,
         "pretrain": dataclasses.asdict(spec.pretrained),
     }
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{spec.backbone}-w{spec.width}-g{spec.num_groups}-{digest}"
+    # Only other backbones add these, so small_cnn's cached files keep their names.
+    for field in ("factory", "blocks", "groups"):
+        if getattr(spec, field) is not None:
+            payload[field] = list(spec.groups) if field == "groups" else getattr(spec, field)
+    if spec.factory_args:
+        payload["factory_args"] = dict(spec.factory_args)
+    encoded = json.dumps(payload, sort_keys=True, default=str).encode()
+    digest = hashlib.sha256(encoded).hexdigest()[:16]
+    name = spec.backbone.replace(":", "-")
+    return f"{name}-w{spec.width}-g{spec.num_groups}-{digest}"
 
 
 def pretrained_backbone_path(spec: ModelSpec) -> Path:
@@ -195,12 +280,25 @@ def pretrain_backbone(spec: ModelSpec) -> tuple[dict[str, torch.Tensor], float]:
         return _pretrain(spec.pretrained or PretrainSpec(), spec)
 
 
+class _PooledClassifier(nn.Module):
+    """The source task's model: a linear classifier on the pooled last pyramid map
+    (a factory's own ``forward`` may return anything)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Linear) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone.forward_pyramid(images)[-1].mean(dim=(2, 3)))
+
+
 def _pretrain(pretrain: PretrainSpec, spec: ModelSpec) -> tuple[dict[str, torch.Tensor], float]:
     torch.manual_seed(pretrain.seed)
     data = load_dataset(pretrain.data)
-    backbone = SmallCNN(width=spec.width, num_groups=spec.num_groups)
+    backbone = build_backbone(spec, load_weights_file=False)
     head = nn.Linear(backbone.out_features, data.num_classes)
-    model = nn.Sequential(backbone, head)
+    model = _PooledClassifier(backbone, head)
     optimizer = torch.optim.Adam(model.parameters(), lr=pretrain.lr)
     generator = torch.Generator().manual_seed(pretrain.seed)
     model.train()

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from trainables.data import TASKS_BY_KIND, DataSpec
+from trainables.data import DataSpec
 
 __all__ = [
     "EWCSpec",
@@ -148,11 +148,22 @@ class ModelSpec:
     """Backbone and heads.
 
     Attributes:
-        backbone: Backbone architecture; ``small_cnn`` is built in.
-        width: Channels of the first layer group; deeper groups double it.
-        num_groups: Layer groups of the backbone, ordered input to output.
+        backbone: ``small_cnn`` (built in), ``torchvision:<name>`` (the optional
+            torchvision extra, built with ``weights=None``) or ``factory``.
+        width: small_cnn only: channels of the first layer group; deeper groups double it.
+        num_groups: Layer groups of the backbone, ordered input to output; for other
+            backbones, how many groups ``trainables.backbones.layer_groups`` makes.
         dropout: Dropout before each head's classifier.
         pretrained: Pretraining on the source task, or None for random init.
+        weights: Local state-dict file loaded into the network as built (classifier
+            included); it replaces pretraining. Never downloaded.
+        strict_weights: Refuse a weights file whose keys or shapes differ from the
+            network's; False loads what fits and logs the rest.
+        factory: ``"package.module:function"`` building the network when
+            ``backbone`` is ``factory``, called with ``factory_args`` as keywords.
+        factory_args: Keyword arguments of the factory.
+        blocks: Dotted path of the container whose children are the blocks.
+        groups: The layer groups named outright (comma-separated module paths each).
     """
 
     backbone: str = "small_cnn"
@@ -160,6 +171,12 @@ class ModelSpec:
     num_groups: int = 6
     dropout: float = 0.2
     pretrained: PretrainSpec | None = PretrainSpec()
+    weights: str | None = None
+    strict_weights: bool = True
+    factory: str | None = None
+    factory_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    blocks: str | None = None
+    groups: tuple[str, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +252,7 @@ class PhasePlan:
                 )
             if not phase.tasks:
                 raise PlanError(f"{where}.tasks: a phase needs at least one task")
-            available = TASKS_BY_KIND[self.data.kind]
+            available = self.data.tasks
             for task in phase.tasks:
                 if task not in available:
                     raise PlanError(
@@ -271,6 +288,9 @@ class PhasePlan:
             phase["weighting"]["params"] = dict(phase["weighting"]["params"])
             phase["head_lr"] = dict(phase["head_lr"])
         plan["phases"] = list(plan["phases"])
+        plan["model"]["factory_args"] = dict(plan["model"]["factory_args"])
+        if plan["model"]["groups"] is not None:
+            plan["model"]["groups"] = list(plan["model"]["groups"])
         return plan
 
     @classmethod
@@ -282,6 +302,9 @@ class PhasePlan:
             pretrained["data"] = DataSpec(**pretrained.get("data", {}))
             pretrained = PretrainSpec(**pretrained)
         model["pretrained"] = pretrained
+        if model.get("groups") is not None:
+            model["groups"] = tuple(model["groups"])
+        model["factory_args"] = dict(model.get("factory_args") or {})
         phases = []
         for raw in plan["phases"]:
             phase = dict(raw)
