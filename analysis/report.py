@@ -91,6 +91,7 @@ def write_report(
     spaces: Mapping[str, StrategySpace],
     num_groups: int,
     top: int = 10,
+    out_dir: str | Path | None = None,
 ) -> ReportFiles:
     """Write ``report.md``, ``report.html`` and their PNG figures to ``<dir>/report/``.
 
@@ -101,15 +102,18 @@ def write_report(
         spaces: Each strategy's search space (parameter importance needs the domains).
         num_groups: Layer groups of the backbone (the lr plot's groups).
         top: Rows of the ranking table.
+        out_dir: Where to write instead of ``<dir>/report/`` (the experiment may be
+            a URI; the report is written locally, then copied there).
     """
     from analysis.claims import check_claims
 
-    directory = Path(experiment_dir)
+    # Kept as text: pathlib would fold a URI's "s3://" into "s3:/".
+    directory = str(experiment_dir)
     chosen = tuple(targets)
-    tables = load_results(str(directory))
+    tables = load_results(directory)
     records = trial_records(tables.trials)
     ranked = rank_trials(records, chosen)
-    out = directory / "report"
+    out = Path(out_dir) if out_dir is not None else Path(directory) / "report"
     out.mkdir(parents=True, exist_ok=True)
     # A figure that no longer applies (a strategy since removed, a metric no longer
     # targeted) must not linger beside the new report.
@@ -144,7 +148,7 @@ class _Context:
     """What every section reads: the ranked trials, their curves, where figures go."""
 
     name: str
-    directory: Path
+    directory: str
     out: Path
     targets: tuple[Target, ...]
     ranked: list[RankedTrial]

@@ -98,6 +98,16 @@ def _plan_tasks(plan: dict[str, Any] | None) -> set[str]:
     return {task for phase in (plan or {}).get("phases", []) for task in phase["tasks"]}
 
 
+#: Where a search's Ray runs; a Ray job's entrypoint has RAY_ADDRESS set already.
+ADDRESS_OPTION = typer.Option(
+    help="Join this Ray cluster (auto, HOST:PORT or ray://HOST:PORT) instead of starting"
+    " Ray here; default: RAY_ADDRESS if set.",
+)
+#: What the commands that read an experiment take: a path or a URI, kept as text
+#: because pathlib would fold ``s3://`` into ``s3:/``.
+DIRECTORY_ARGUMENT = typer.Argument(help="An experiment directory (a path or a URI).")
+
+
 @app.command()
 def run(
     experiment: Annotated[
@@ -109,23 +119,30 @@ def run(
         int | None, typer.Option("--num-samples", "-n", help="Override search.num_samples.")
     ] = None,
     results_dir: Annotated[
-        str | None, typer.Option(help="Override storage.path (where experiments go).")
+        str | None,
+        typer.Option(help="Override storage.path (where experiments go): a path or a URI."),
+    ] = None,
+    study: Annotated[
+        str | None,
+        typer.Option(help="Override storage.study: an Optuna RDB URL or a journal file."),
     ] = None,
     overwrite: Annotated[
         bool, typer.Option(help="Move an existing experiment of that name aside and start anew.")
     ] = False,
+    address: Annotated[str | None, ADDRESS_OPTION] = None,
 ) -> None:
     """Search strategies as the experiment file says; print the ranking, export the best."""
     try:
         config = load_experiment(experiment)
         config = _with_overrides(
-            config, name=name, num_samples=num_samples, results_dir=results_dir
+            config, name=name, num_samples=num_samples, results_dir=results_dir, study=study
         )
         from search.experiment import run_search
 
         outcome = run_search(
             config,
             overwrite=overwrite,
+            address=address,
             on_stage=lambda message: console.print(f"[dim]phasetune:[/] {message}"),
         )
     except ConfigError as error:
@@ -135,7 +152,10 @@ def run(
 
 @app.command()
 def resume(
-    directory: Annotated[Path, typer.Argument(help="The directory of an interrupted search.")],
+    directory: Annotated[
+        str, typer.Argument(help="The directory of an interrupted search (a path or a URI).")
+    ],
+    address: Annotated[str | None, ADDRESS_OPTION] = None,
 ) -> None:
     """Continue an interrupted search: finished trials are kept, running ones continue
     from their last checkpoint, and the search ends with the configured trial count."""
@@ -143,18 +163,22 @@ def resume(
 
     try:
         outcome = resume_search(
-            directory, on_stage=lambda message: console.print(f"[dim]phasetune:[/] {message}")
+            directory,
+            on_stage=lambda message: console.print(f"[dim]phasetune:[/] {message}"),
+            address=address,
         )
+        targets = _experiment(directory).target_list()
     except ConfigError as error:
         raise _fail(str(error)) from None
-    _print_outcome(outcome, _experiment(directory).target_list())
+    _print_outcome(outcome, targets)
 
 
 def _print_outcome(outcome: Any, targets: Sequence[Any]) -> None:
     console.print(ranking_table(outcome.ranked, targets))
     console.print(f"experiment: {outcome.experiment_dir}")
     if outcome.best_yaml is not None:
-        console.print(f"best config: {outcome.best_yaml}  (and {outcome.best_json.name})")
+        other = str(outcome.best_json).rsplit("/", 1)[-1].split("?")[0]
+        console.print(f"best config: {outcome.best_yaml}  (and {other})")
         console.print(f"train it again: phasetune train {outcome.best_yaml}")
     else:
         errors.print("no trial finished; nothing was exported")
@@ -173,6 +197,8 @@ def _with_overrides(config: Any, **overrides: Any) -> Any:
         raw["search"]["num_samples"] = overrides["num_samples"]
     if overrides.get("results_dir") is not None:
         raw["storage"]["path"] = overrides["results_dir"]
+    if overrides.get("study") is not None:
+        raw["storage"]["study"] = overrides["study"]
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as error:
@@ -181,7 +207,10 @@ def _with_overrides(config: Any, **overrides: Any) -> Any:
 
 @app.command()
 def train(
-    best: Annotated[Path, typer.Argument(help="A best.yaml (or best.json) written by a search.")],
+    best: Annotated[
+        str,
+        typer.Argument(help="A best.yaml (or best.json) written by a search: a path or a URI."),
+    ],
     output: Annotated[
         Path | None, typer.Option(help="Where to write the model and TensorBoard events.")
     ] = None,
@@ -194,17 +223,19 @@ def train(
     ] = None,
 ) -> None:
     """Train a best-config file's plan again, from that file alone."""
-    from analysis.export import load_best
+    from trainables.storage import is_remote
 
     try:
-        document = load_best(best)
+        document = _load_best_anywhere(best)
     except FileNotFoundError:
         raise _fail(f"{best}: no such file; give a best.yaml written by `phasetune run`") from None
     except (ValueError, KeyError, TypeError) as error:
         raise _fail(f"{best}: {error}") from None
     from trainables.launch import train_locally
 
-    out = output or best.parent / f"retrain-{time.strftime('%Y%m%d-%H%M%S')}"
+    # Beside the file, or here when the file is remote.
+    folder = Path.cwd() if is_remote(best) else Path(best).parent
+    out = output or folder / f"retrain-{time.strftime('%Y%m%d-%H%M%S')}"
     if out.exists() and not resume:
         raise _fail(f"--output: {out} exists; choose another directory or pass --resume")
     plan = document.plan
@@ -240,31 +271,54 @@ def train(
     console.print(f"model: {out / 'model.pt'}\ntensorboard: {out / 'tensorboard'}")
 
 
-def _experiment(directory: Path) -> Any:
-    """The experiment file a search saved in its directory."""
-    saved = directory / "experiment.yaml"
-    if not saved.is_file():
+def _load_best_anywhere(best: str) -> Any:
+    """``load_best`` of a local file, or of a copy of a remote one."""
+    import tempfile
+
+    import pyarrow.fs as pafs
+
+    from analysis.export import load_best
+    from trainables.storage import is_remote
+
+    if not is_remote(best):
+        return load_best(best)
+    filesystem, path = pafs.FileSystem.from_uri(best)
+    with tempfile.TemporaryDirectory(prefix="phasetune-best-") as staging:
+        copy = Path(staging, path.rsplit("/", 1)[-1])
+        with filesystem.open_input_stream(path) as stream:
+            copy.write_bytes(stream.read())
+        return load_best(copy)
+
+
+def _experiment(directory: str) -> Any:
+    """The experiment file a search saved in its directory (a path or a URI)."""
+    from search.experiment import load_saved_experiment
+    from trainables.storage import ExperimentStore
+
+    store = ExperimentStore.at(directory)
+    if not store.is_file("experiment.yaml"):
         raise ConfigError(
             f"{directory}: not an experiment directory (no experiment.yaml);"
             " give the directory `phasetune run` printed"
         )
-    return load_experiment(saved)
+    return load_saved_experiment(store)
 
 
-def _ranked(directory: Path, targets_option: str | None) -> tuple[Any, Any, tuple]:
+def _ranked(directory: str, targets_option: str | None) -> tuple[Any, Any, tuple]:
     from analysis.ranking import rank_trials
     from analysis.results import load_results, trial_records
     from search.config import load_targets
+    from trainables.storage import ExperimentStore
 
     config = _experiment(directory)
     targets = load_targets(targets_option) if targets_option else config.target_list()
-    tables = load_results(str(directory))
+    tables = load_results(ExperimentStore.at(directory).location)
     return config, rank_trials(trial_records(tables.trials), targets), targets
 
 
 @app.command()
 def analyze(
-    directory: Annotated[Path, typer.Argument(help="An experiment directory.")],
+    directory: Annotated[str, DIRECTORY_ARGUMENT],
     targets: Annotated[
         str | None,
         typer.Option(help="A target set name or a YAML file of targets (default: the run's)."),
@@ -273,19 +327,20 @@ def analyze(
 ) -> None:
     """Rank an experiment's trials (finished or not) and write its Parquet tables."""
     from analysis.results import write_results
+    from trainables.storage import ExperimentStore
 
     try:
         config, ranked, chosen = _ranked(directory, targets)
     except ConfigError as error:
         raise _fail(str(error)) from None
     console.print(ranking_table(ranked, chosen, limit=top))
-    results, epochs = write_results(str(directory))
+    results, epochs = write_results(ExperimentStore.at(directory).location)
     console.print(f"results: {results}\nper-epoch curves: {epochs}")
 
 
 @app.command()
 def report(
-    directory: Annotated[Path, typer.Argument(help="An experiment directory.")],
+    directory: Annotated[str, DIRECTORY_ARGUMENT],
     targets: Annotated[
         str | None,
         typer.Option(help="A target set name or a YAML file of targets (default: the run's)."),
@@ -293,37 +348,58 @@ def report(
     top: Annotated[int, typer.Option(min=1, help="Rows of the ranking table.")] = 10,
 ) -> None:
     """Write a Markdown and a self-contained HTML report with plots to DIRECTORY/report/."""
+    import tempfile
+
     from analysis.importance import experiment_spaces
     from analysis.report import write_report
+    from trainables.storage import ExperimentStore
 
     try:
         config, _, chosen = _ranked(directory, targets)
     except ConfigError as error:
         raise _fail(str(error)) from None
-    files = write_report(
-        directory,
-        name=config.name,
-        targets=chosen,
-        spaces=experiment_spaces(config),
-        num_groups=config.model.num_groups,
-        top=top,
-    )
-    console.print(f"report: {files.markdown}\nhtml: {files.html}")
-    console.print(f"{len(files.images)} figures in {files.markdown.parent}")
+    store = ExperimentStore.at(directory)
+
+    def write(out_dir: str | None) -> Any:
+        return write_report(
+            store.location,
+            name=config.name,
+            targets=chosen,
+            spaces=experiment_spaces(config),
+            num_groups=config.model.num_groups,
+            top=top,
+            out_dir=out_dir,
+        )
+
+    if not store.remote:
+        files = write(None)
+        console.print(f"report: {files.markdown}\nhtml: {files.html}")
+        console.print(f"{len(files.images)} figures in {files.markdown.parent}")
+        return
+    # Matplotlib and the report write local files; a remote experiment gets a copy.
+    with tempfile.TemporaryDirectory(prefix="phasetune-report-") as staging:
+        files = write(staging)
+        store.upload(staging, "report")
+    console.print(f"report: {store.uri('report', 'report.md')}")
+    console.print(f"html: {store.uri('report', 'report.html')}")
+    console.print(f"{len(files.images)} figures in {store.uri('report')}")
 
 
 @app.command()
 def export(
-    directory: Annotated[Path, typer.Argument(help="An experiment directory.")],
+    directory: Annotated[str, DIRECTORY_ARGUMENT],
     trial: Annotated[str | None, typer.Option(help="Export this trial id.")] = None,
     rank: Annotated[int, typer.Option(min=1, help="Export the trial at this rank.")] = 1,
     targets: Annotated[
         str | None, typer.Option(help="A target set name or a YAML file of targets.")
     ] = None,
-    output: Annotated[Path | None, typer.Option(help="Directory for best.yaml/best.json.")] = None,
+    output: Annotated[
+        str | None, typer.Option(help="Directory (or URI) for best.yaml/best.json.")
+    ] = None,
 ) -> None:
     """Export a trial (the best by default) as best.yaml + best.json."""
-    from analysis.export import export_best
+    from search.experiment import export_to
+    from trainables.storage import ExperimentStore
 
     try:
         config, ranked, chosen = _ranked(directory, targets)
@@ -341,20 +417,20 @@ def export(
         item = ranked[rank - 1]
     if item.failed or item.record.plan is None:
         raise _fail(f"trial {item.record.trial_id} failed; export a trial that trained")
-    best_yaml, best_json = export_best(
+    best_yaml, _ = export_to(
+        ExperimentStore.at(directory),
         item,
         chosen,
-        output or directory,
         experiment=config.name,
-        experiment_dir=str(directory.resolve()),
         epoch_scale=config.search.epoch_scale,
+        output=output,
     )
     console.print(f"exported trial {item.record.trial_id} (rank {item.rank}): {best_yaml}")
     console.print(f"train it again: phasetune train {best_yaml}")
 
 
 @app.command()
-def status(directory: Annotated[Path, typer.Argument(help="An experiment directory.")]) -> None:
+def status(directory: Annotated[str, DIRECTORY_ARGUMENT]) -> None:
     """Where an experiment stands: trials by status and the best so far."""
     from collections import Counter
 
@@ -372,7 +448,7 @@ def status(directory: Annotated[Path, typer.Argument(help="An experiment directo
 
 @app.command()
 def tensorboard(
-    directory: Annotated[Path, typer.Argument(help="An experiment directory.")],
+    directory: Annotated[str, DIRECTORY_ARGUMENT],
     port: Annotated[
         int | None, typer.Option(help="Port on 127.0.0.1 (default: a free one).")
     ] = None,
@@ -381,14 +457,22 @@ def tensorboard(
     import subprocess
 
     from analysis.tensorboard import free_port, tensorboard_command
+    from trainables.storage import ExperimentStore, local_path
 
-    if not (directory / "tensorboard").is_dir():
+    store = ExperimentStore.at(directory)
+    if store.remote:
+        raise _fail(
+            f"{directory}: TensorBoard is served from local folders here; copy"
+            f" {store.uri('tensorboard')} to this machine and give that folder"
+        )
+    folder = local_path(directory)
+    if not (folder / "tensorboard").is_dir():
         raise _fail(
             f"{directory}: no tensorboard/ here; give the directory `phasetune run` printed"
         )
     chosen = port or free_port()
-    console.print(f"TensorBoard for {directory}: http://127.0.0.1:{chosen}/ (Ctrl-C stops it)")
-    raise typer.Exit(subprocess.call(tensorboard_command(directory, chosen)))
+    console.print(f"TensorBoard for {folder}: http://127.0.0.1:{chosen}/ (Ctrl-C stops it)")
+    raise typer.Exit(subprocess.call(tensorboard_command(folder, chosen)))
 
 
 @app.command()

@@ -4,17 +4,36 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from analysis.targets import TARGET_SETS, Target
 from spaces import SearchSpace, SpaceError, build_search_space
+from trainables.backbones import BackboneError
 from trainables.data import TASKS_BY_KIND, DataSpec
 from trainables.engine import reported_metrics
+from trainables.models import backbone_blocks, build_backbone, build_head
 from trainables.phases import ModelSpec, PlanError, PretrainSpec
+from trainables.real_data import (
+    REAL_KINDS,
+    DataError,
+    check_num_classes,
+    inspect_source,
+    parquet_columns,
+)
+from trainables.storage import is_remote, join_location
 from trainables.strategies import PlanContext, build_plan
 
 __all__ = [
@@ -44,17 +63,37 @@ DEFAULT_NUM_CLASSES = {"synthetic_signs": 36, "synthetic_scenes": 10}
 
 
 class DatasetConfig(_Section):
-    """The built-in synthetic data set (made on the fly, cached).
+    """The data set: built in and synthetic (made on the fly), or read from disk; cached.
 
     ``synthetic_signs`` has one task (cls); ``synthetic_scenes`` has three (seg, det,
-    cls) for the multi-task strategies.
+    cls) for the multi-task strategies. ``image_folder`` reads ``path/<class>/<image>``
+    (cls); ``parquet`` reads a table of encoded images and labels (cls), plus seg and det
+    where it has the mask and boxes columns. Data on disk are decoded once per node.
     """
 
-    kind: Literal["synthetic_signs", "synthetic_scenes"] = "synthetic_signs"
+    kind: Literal["synthetic_signs", "synthetic_scenes", "image_folder", "parquet"] = (
+        "synthetic_signs"
+    )
+    #: Synthetic kinds only: images made before the split.
     num_samples: int = Field(2400, ge=100, le=2_000_000)
     image_size: int = Field(32, ge=16, le=256)
-    num_classes: int = Field(36, ge=2, le=1000)
+    #: None (the default for data on disk): as many as the data have.
+    num_classes: int | None = Field(36, ge=2, le=1000)
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    #: The folder of class folders (image_folder), or a Parquet file or folder of them.
+    path: str | None = None
+    image_column: str = "image"
+    label_column: str = "label"
+    #: Used where the table has this column: per-pixel PNG ids, 0 background, c + 1 class c.
+    mask_column: str | None = "mask"
+    #: Used where the table has this column: ``[x1, y1, x2, y2, class]`` lists in pixels.
+    boxes_column: str | None = "boxes"
+    #: An unreadable image: ``error`` stops with its path, ``skip`` leaves it out and warns.
+    on_corrupt: Literal["error", "skip"] = "error"
+    #: Training batches only: mirror left-right (masks and boxes too) half of the time.
+    hflip: bool = False
+    #: Training batches only: smallest area of a random resized crop; 1.0 is no crop.
+    crop_scale: float = Field(1.0, gt=0.0, le=1.0)
 
     @model_validator(mode="before")
     @classmethod
@@ -63,7 +102,81 @@ class DatasetConfig(_Section):
             kind = raw.get("kind", "synthetic_signs")
             if kind in DEFAULT_NUM_CLASSES:
                 raw = {**raw, "num_classes": DEFAULT_NUM_CLASSES[kind]}
+            elif kind in REAL_KINDS:
+                raw = {**raw, "num_classes": None}
         return raw
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, path: str | None) -> str | None:
+        # Trials run in their own working directories, so a relative path would not resolve.
+        return str(Path(path).expanduser().resolve()) if path else path
+
+    @model_validator(mode="after")
+    def _data_on_disk(self) -> DatasetConfig:
+        if self.kind not in REAL_KINDS:
+            if self.path is not None:
+                raise ValueError(
+                    f"dataset.path: {self.kind} data are made on the fly; set dataset.kind to"
+                    " image_folder or parquet to read data from a path"
+                )
+            if self.num_classes is None:
+                raise ValueError(f"dataset.num_classes: {self.kind} needs a number of classes")
+            return self
+        if not self.path:
+            what = "a folder of class folders" if self.kind == "image_folder" else "a Parquet file"
+            raise ValueError(f"dataset.path: {self.kind} data need one; give {what}")
+        # Compared with the defaults, not with what the file set, so that a dumped and
+        # reloaded config (resume, command-line overrides) validates the same.
+        changed = [
+            field
+            for field in ("image_column", "label_column", "mask_column", "boxes_column")
+            if getattr(self, field) != type(self).model_fields[field].default
+        ]
+        if self.kind == "image_folder" and changed:
+            raise ValueError(
+                f"dataset.{changed[0]}: only parquet data have columns; image_folder"
+                " takes labels from the class folders"
+            )
+        try:
+            info = inspect_source(self.kind, self.path, self.image_column, self.label_column)
+            for field in ("mask_column", "boxes_column"):
+                column = getattr(self, field)
+                # The defaults are used where present; a column named outright must exist.
+                if field in changed and column and column not in info.columns:
+                    raise DataError(
+                        f"dataset.{field}: no column {column!r} in {self.path}; its columns"
+                        f" are {', '.join(info.columns)} (null: none)"
+                    )
+            check_num_classes(self.num_classes, info)
+        except DataError as error:
+            raise ValueError(str(error)) from None
+        return self
+
+    def data_spec(self, seed: int = 0) -> DataSpec:
+        """The data set as the trainables take it; Parquet masks and boxes are read where
+        the table has their columns."""
+        mask_column = boxes_column = None
+        if self.kind == "parquet" and self.path:
+            columns = parquet_columns(self.path)
+            mask_column = self.mask_column if self.mask_column in columns else None
+            boxes_column = self.boxes_column if self.boxes_column in columns else None
+        return DataSpec(
+            kind=self.kind,
+            num_samples=self.num_samples,
+            image_size=self.image_size,
+            num_classes=self.num_classes,
+            val_fraction=self.val_fraction,
+            seed=seed,
+            path=self.path,
+            image_column=self.image_column,
+            label_column=self.label_column,
+            mask_column=mask_column,
+            boxes_column=boxes_column,
+            on_corrupt=self.on_corrupt,
+            hflip=self.hflip,
+            crop_scale=self.crop_scale,
+        )
 
 
 class PretrainConfig(_Section):
@@ -76,12 +189,130 @@ class PretrainConfig(_Section):
     lr: float = Field(1e-3, gt=0.0, le=1.0)
 
 
+#: Layer groups of a backbone when the file does not say (fewer if it has fewer blocks).
+DEFAULT_NUM_GROUPS = 6
+
+
 class ModelConfig(_Section):
-    backbone: Literal["small_cnn"] = "small_cnn"
+    """The backbone and its heads.
+
+    ``backbone``: ``small_cnn`` (built in), ``torchvision:<name>`` (the optional
+    torchvision extra; built with ``weights=None``, never downloaded) or ``factory``
+    (``factory: "package.module:function"``; ``backbone`` may then be left out).
+    Other backbones than small_cnn are split into ``num_groups`` layer groups by
+    ``trainables.backbones.layer_groups``: default 6, or one per block when the
+    network has fewer; ``groups`` names them outright (then ``num_groups`` is their
+    count) and ``blocks`` names the container whose children are the blocks.
+    ``weights``, a local state-dict file, replaces the synthetic pretraining.
+    """
+
+    backbone: str = "small_cnn"
+    #: small_cnn only: channels of its first layer group.
     width: int = Field(16, ge=4, le=512)
-    num_groups: int = Field(6, ge=2, le=24)
+    num_groups: int = Field(DEFAULT_NUM_GROUPS, ge=2, le=24)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     pretrain: PretrainConfig = PretrainConfig()
+    weights: str | None = None
+    strict_weights: bool = True
+    factory: str | None = None
+    factory_args: dict[str, Any] = Field(default_factory=dict)
+    blocks: str | None = None
+    groups: list[str] | None = Field(None, min_length=2, max_length=24)
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, backbone: str) -> str:
+        if backbone in ("small_cnn", "factory") or (
+            backbone.startswith("torchvision:") and len(backbone) > len("torchvision:")
+        ):
+            return backbone
+        raise ValueError(
+            f"unknown backbone {backbone!r}; use small_cnn, torchvision:<name>"
+            " (e.g. torchvision:mobilenet_v2) or factory with model.factory"
+        )
+
+    @field_validator("weights")
+    @classmethod
+    def _local_weights(cls, weights: str | None) -> str | None:
+        if weights is None:
+            return None
+        path = Path(weights).expanduser().resolve()
+        if not path.is_file():
+            raise ValueError(
+                f"no such file {str(path)!r}; give a local state-dict file"
+                " (weights are never downloaded)"
+            )
+        # Trials run in their own working directories: keep the path absolute.
+        return str(path)
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_path(cls, factory: str | None) -> str | None:
+        if factory is not None and not re.fullmatch(r"[\w.]+:[\w.]+", factory):
+            raise ValueError(f"write 'package.module:function', got {factory!r}")
+        return factory
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _defaults_of_the_network(cls, raw: Any, handler: Any) -> ModelConfig:
+        if isinstance(raw, dict):
+            if raw.get("factory") is not None and "backbone" not in raw:
+                raw = {**raw, "backbone": "factory"}
+            if isinstance(raw.get("groups"), list) and "num_groups" not in raw:
+                raw = {**raw, "num_groups": len(raw["groups"])}
+        config = handler(raw)
+        if isinstance(raw, dict) and "num_groups" not in raw and config.backbone != "small_cnn":
+            blocks = _block_count(config)
+            if blocks is not None and blocks >= 2:
+                config = config.model_copy(update={"num_groups": min(DEFAULT_NUM_GROUPS, blocks)})
+        return config
+
+    def spec(self, pretrained: PretrainSpec | None = None) -> ModelSpec:
+        """The model as the trainables take it."""
+        return ModelSpec(
+            backbone=self.backbone,
+            width=self.width,
+            num_groups=self.num_groups,
+            dropout=self.dropout,
+            pretrained=pretrained if self.weights is None else None,
+            weights=self.weights,
+            strict_weights=self.strict_weights,
+            factory=self.factory,
+            factory_args=dict(self.factory_args),
+            blocks=self.blocks,
+            groups=tuple(self.groups) if self.groups is not None else None,
+        )
+
+    def check(self, tasks: tuple[str, ...], num_classes: int) -> None:
+        """Build the backbone (weights file included) and the heads of ``tasks`` once.
+
+        Raises:
+            ValueError: one line naming the model field at fault.
+        """
+        if self.factory is not None and self.backbone != "factory":
+            raise ValueError(
+                f"model.backbone: is {self.backbone!r} but model.factory is set;"
+                " leave backbone out (or set it to factory)"
+            )
+        if self.backbone == "factory" and self.factory is None:
+            raise ValueError("model.factory: backbone factory needs 'package.module:function'")
+        if self.backbone == "small_cnn":
+            for field in ("blocks", "groups"):
+                if getattr(self, field) is not None:
+                    raise ValueError(
+                        f"model.{field}: small_cnn has its own layer groups; {field} is for"
+                        " torchvision and factory backbones"
+                    )
+            if self.weights is None:
+                return
+        # Forked: validating a file must not move the random numbers a run draws.
+        with torch.random.fork_rng(devices=[]):
+            try:
+                backbone = build_backbone(self.spec())
+                for task in tasks:
+                    build_head(task, backbone, num_classes, self.dropout)
+            except BackboneError as error:
+                raise ValueError(str(error)) from None
 
 
 class StrategyConfig(_Section):
@@ -114,6 +345,12 @@ class ResourcesConfig(_Section):
     cpus_per_worker: float = Field(1.0, gt=0.0)
     gpus_per_worker: float = Field(0.0, ge=0.0)
     max_failures: int = Field(0, ge=0, le=100)
+    #: bf16 autocast of forward passes; "auto": on GPUs that support bf16, else fp32.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    #: Channels-last weights and batches; None: on GPUs only.
+    channels_last: bool | None = None
+    #: The whole data set in GPU memory; None: when it fits in a quarter of what is free.
+    data_on_device: bool | None = None
 
 
 class TargetConfig(_Section):
@@ -125,6 +362,8 @@ class TargetConfig(_Section):
 
 
 class StorageConfig(_Section):
+    #: Where experiments go: a local path, or a URI pyarrow's filesystems accept
+    #: (``s3://bucket/prefix``, ``gs://...``; ``file://`` is a local, e.g. shared, mount).
     path: str = "phasetune_results"
     #: Where the Optuna study lives: an RDB URL (``sqlite:///...``, ``postgresql://...``,
     #: ``mysql://...``), or a path to a journal file (no ``://``; for file systems
@@ -132,8 +371,18 @@ class StorageConfig(_Section):
     #: the experiment.
     study: str | None = None
 
+    def experiment_location(self, name: str) -> str:
+        """Where experiment ``name`` goes: an absolute local path, or a URI."""
+        return join_location(self.path, name)
+
     @model_validator(mode="after")
     def _journal_folder_exists(self) -> StorageConfig:
+        if is_remote(self.path) and self.study is None:
+            # SQLite needs a local file with working locks; an object store has neither.
+            raise ValueError(
+                f"storage.study: is required when storage.path is a remote URI ({self.path});"
+                " give an Optuna RDB URL such as postgresql://user:password@host/db"
+            )
         if self.study and "://" not in self.study:
             folder = Path(self.study).expanduser().resolve().parent
             if not folder.is_dir():
@@ -167,6 +416,7 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _check_across_sections(self) -> ExperimentConfig:
+        self._check_model()
         try:
             self.search_space()
         except SpaceError as error:
@@ -183,7 +433,7 @@ class ExperimentConfig(_Section):
         context = self.plan_context()
         for strategy in self.search_space().strategies:
             self._check_plans(strategy, context)
-        known = reported_metrics(TASKS_BY_KIND[data.kind])
+        known = reported_metrics(data.tasks)
         for i, target in enumerate(self.target_list()):
             if target.metric not in known:
                 raise ValueError(
@@ -191,6 +441,14 @@ class ExperimentConfig(_Section):
                     f" use one of {', '.join(known)}"
                 )
         return self
+
+    def _check_model(self) -> None:
+        """The backbone builds, splits into ``num_groups`` and carries every task's head."""
+        try:
+            data = self.data_spec()
+        except ValueError:
+            return  # reported below, as a dataset error
+        self.model.check(tuple(data.tasks), data.num_classes or 2)
 
     @staticmethod
     def _check_plans(strategy: Any, context: PlanContext) -> None:
@@ -227,11 +485,7 @@ class ExperimentConfig(_Section):
 
     def model_spec(self) -> ModelSpec:
         pretrain = self.model.pretrain
-        return ModelSpec(
-            backbone=self.model.backbone,
-            width=self.model.width,
-            num_groups=self.model.num_groups,
-            dropout=self.model.dropout,
+        return self.model.spec(
             pretrained=PretrainSpec(
                 data=DataSpec(
                     kind="synthetic_source",
@@ -247,14 +501,7 @@ class ExperimentConfig(_Section):
         )
 
     def data_spec(self) -> DataSpec:
-        return DataSpec(
-            kind=self.dataset.kind,
-            num_samples=self.dataset.num_samples,
-            image_size=self.dataset.image_size,
-            num_classes=self.dataset.num_classes,
-            val_fraction=self.dataset.val_fraction,
-            seed=self.search.seed,
-        )
+        return self.dataset.data_spec(seed=self.search.seed)
 
     def plan_context(self) -> PlanContext:
         return PlanContext(
@@ -266,6 +513,16 @@ class ExperimentConfig(_Section):
 
     def experiment_dir(self) -> Path:
         return Path(self.storage.path).expanduser().resolve() / self.name
+
+
+def _block_count(model: ModelConfig) -> int | None:
+    """Blocks ``model``'s network splits into, or None where it does not build (the
+    model check reports why)."""
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return backbone_blocks(model.spec())
+    except Exception:
+        return None
 
 
 def _data_kind_mismatch(strategy: str, params: dict[str, Any], context: PlanContext) -> str | None:
@@ -283,7 +540,12 @@ def _data_kind_mismatch(strategy: str, params: dict[str, Any], context: PlanCont
         fits.append(kind)
     if not fits:
         return None
-    have = ", ".join(TASKS_BY_KIND[context.data.kind])
+    have = ", ".join(context.data.tasks)
+    if context.data.kind == "parquet":
+        return (
+            f"strategies.{strategy}: needs tasks that the parquet data set lacks (it has only"
+            f" {have}); add mask and boxes columns (dataset.mask_column, dataset.boxes_column)"
+        )
     return (
         f"strategies.{strategy}: needs tasks that dataset.kind {context.data.kind} lacks"
         f" (it has only {have}); set dataset.kind to {' or '.join(fits)}"

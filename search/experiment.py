@@ -1,12 +1,18 @@
-"""One strategy search: Ray start, Tuner assembly, results, ranking and export."""
+"""One strategy search: Ray start, Tuner assembly, results, ranking and export.
+
+The experiment directory is a local path or a URI pyarrow's filesystems accept
+(``trainables.storage``); Ray is started here, or joined where an address is given
+(``--address``, ``RAY_ADDRESS``, or a Ray job, which sets ``RAY_ADDRESS``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import logging
 import os
-import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,12 +26,14 @@ from search.progress import PlanRecorder, TrialProgress
 from search.schedulers import build_scheduler
 from search.study import StudySearch
 from spaces import SearchSpace
-from trainables.data import load_dataset
+from trainables.data import DataError, load_dataset
 from trainables.launch import LaunchSettings, plan_for_trial, tune_trainable
 from trainables.models import ensure_pretrained
+from trainables.storage import ExperimentStore, filesystem_and_path
 
 __all__ = [
     "SearchOutcome",
+    "cluster_address",
     "configure_runtime",
     "resume_search",
     "run_search",
@@ -59,12 +67,16 @@ RAY_ENVIRONMENT = {
 
 @dataclasses.dataclass(frozen=True)
 class SearchOutcome:
-    """What a finished search leaves behind."""
+    """What a finished search leaves behind.
 
-    experiment_dir: Path
+    The experiment and best-config files are local paths, or URIs (``str``) where
+    the experiment lives behind a remote filesystem.
+    """
+
+    experiment_dir: Path | str
     ranked: list[RankedTrial]
-    best_yaml: Path | None
-    best_json: Path | None
+    best_yaml: Path | str | None
+    best_json: Path | str | None
     wall_seconds: float
 
 
@@ -99,20 +111,55 @@ def configure_runtime() -> None:
         controller.addFilter(_AlreadyDeletedCheckpoint())
 
 
-def start_ray(num_cpus: int | None = None) -> bool:
-    """Connect to ``RAY_ADDRESS`` if set, else start Ray on this machine.
+def cluster_address(address: str | None = None) -> str | None:
+    """The Ray cluster to join: ``address`` if given, else ``RAY_ADDRESS`` (which a
+    Ray job's entrypoint has set), else None for a Ray of this process's own."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def _cluster_runtime_env() -> dict[str, Any]:
+    """``RAY_ENVIRONMENT`` for a cluster's processes, which do not inherit ours.
+
+    Inside a Ray job, Ray refuses a variable that the job's own runtime_env sets
+    too, so those are left to the job.
+    """
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    job = json.loads(os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR, "{}"))
+    taken = set((job.get("runtime_env") or {}).get("env_vars") or {})
+    return {"env_vars": {k: os.environ[k] for k in RAY_ENVIRONMENT if k not in taken}}
+
+
+def start_ray(num_cpus: int | None = None, address: str | None = None) -> bool:
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start Ray here.
+
+    Raises:
+        ConfigError: nothing answers at the address.
 
     Returns:
-        True when this call started Ray (so the caller shuts it down).
+        True when this call initialised Ray in this process, so the caller calls
+        ``ray.shutdown()``: that stops a Ray started here, but only disconnects
+        from a cluster that was joined, which keeps running.
     """
     import ray
 
     if ray.is_initialized():
         return False
     configure_runtime()
-    address = os.environ.get("RAY_ADDRESS")
+    address = cluster_address(address)
     if address:
-        ray.init(address=address, logging_level=logging.WARNING)
+        try:
+            ray.init(
+                address=address,
+                runtime_env=_cluster_runtime_env(),
+                logging_level=logging.WARNING,
+            )
+        except ConnectionError as error:
+            raise ConfigError(
+                f"address: no Ray cluster to join at {address!r} (from --address or"
+                f" RAY_ADDRESS): {error}; start one with `ray start --head`, fix the"
+                " address, or unset RAY_ADDRESS to run on a Ray of this machine"
+            ) from None
     else:
         ray.init(
             num_cpus=num_cpus,
@@ -123,13 +170,18 @@ def start_ray(num_cpus: int | None = None) -> bool:
     return True
 
 
+def _ray_stage(address: str | None) -> str:
+    joined = cluster_address(address)
+    return f"joining the Ray cluster at {joined}" if joined else "starting Ray"
+
+
 @contextmanager
-def ray_running() -> Iterator[None]:
-    """Ray for the duration of the block: reused if already up, else started and
-    shut down afterwards."""
+def ray_running(address: str | None = None) -> Iterator[None]:
+    """Ray for the duration of the block: reused if already up, else joined at
+    ``address`` (or started here) and let go afterwards."""
     import ray
 
-    started = start_ray()
+    started = start_ray(address=address)
     try:
         yield
     finally:
@@ -219,25 +271,35 @@ def _default_concurrency(config: ExperimentConfig, available: dict[str, float]) 
     return limit
 
 
-def prepare_experiment_dir(config: ExperimentConfig, overwrite: bool) -> Path:
+def experiment_store(config: ExperimentConfig) -> ExperimentStore:
+    """The directory (local or behind a URI) that ``config``'s experiment writes."""
+    return ExperimentStore.at(config.storage.experiment_location(config.name))
+
+
+def prepare_experiment_dir(config: ExperimentConfig, overwrite: bool) -> ExperimentStore:
     """Refuse to run over an existing experiment unless asked; never delete one.
 
     With ``overwrite`` the old directory is moved aside with a timestamp, so a
     mistaken overwrite loses nothing.
     """
-    experiment_dir = config.experiment_dir()
-    if experiment_dir.exists():
+    store = experiment_store(config)
+    if store.exists():
         if not overwrite:
             raise ConfigError(
-                f"name: experiment {config.name!r} already exists at {experiment_dir};"
+                f"name: experiment {config.name!r} already exists at {store.location};"
                 " continue it with `phasetune resume DIR`, choose another --name, or pass"
                 " --overwrite to move the old one aside"
             )
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        aside = experiment_dir.with_name(f"{experiment_dir.name}.replaced-{stamp}")
-        shutil.move(str(experiment_dir), str(aside))
+        aside = config.storage.experiment_location(f"{config.name}.replaced-{stamp}")
+        store.move_to(aside)
         logger.warning("moved the existing experiment aside to %s", aside)
-    return experiment_dir
+    return store
+
+
+def _outcome_path(store: ExperimentStore, *names: str) -> Path | str:
+    """A local experiment's files as paths, a remote one's as URIs."""
+    return store.uri(*names) if store.remote else Path(store.location, *names)
 
 
 def run_search(
@@ -245,8 +307,11 @@ def run_search(
     *,
     overwrite: bool = False,
     on_stage: Callable[[str], None] = lambda message: None,
+    address: str | None = None,
 ) -> SearchOutcome:
     """Run the whole search the config describes; rank and export its result.
+
+    ``address`` (or ``RAY_ADDRESS``) joins that Ray cluster instead of starting one.
 
     Raises:
         ConfigError: the experiment cannot run as configured (nothing is written).
@@ -258,27 +323,32 @@ def run_search(
 
     started = time.perf_counter()
     space = config.search_space()
-    experiment_dir = config.experiment_dir()
-    if experiment_dir.exists() and not overwrite:
+    if not overwrite:
         prepare_experiment_dir(config, overwrite=False)
-    if not os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
+    # Only a Ray of our own has this machine's resources; a cluster is asked below.
+    if not cluster_address(address) and not ray.is_initialized():
         check_resources(config, {"CPU": os.cpu_count() or 1, "GPU": _local_gpus()})
 
     context = config.plan_context()
     on_stage("preparing data and the pretrained backbone (cached after first use)")
-    load_dataset(context.data)
+    try:
+        load_dataset(context.data)
+    except DataError as error:
+        raise ConfigError(str(error)) from None
     if context.model.pretrained is not None:
         ensure_pretrained(context.model)
 
-    on_stage("starting Ray")
-    with ray_running():
+    on_stage(_ray_stage(address))
+    with ray_running(address):
         available = ray.cluster_resources()
         check_resources(config, available)
-        experiment_dir = prepare_experiment_dir(config, overwrite)
-        experiment_dir.mkdir(parents=True)
-        settings = launch_settings(config, experiment_dir)
-        (experiment_dir / "experiment.yaml").write_text(_dump_yaml(config.model_dump(mode="json")))
-        study_url = config.storage.study or f"sqlite:///{experiment_dir / 'study.db'}"
+        store = prepare_experiment_dir(config, overwrite)
+        store.make()
+        settings = launch_settings(config, store)
+        store.write_text("experiment.yaml", _dump_yaml(config.model_dump(mode="json")))
+        # A remote storage.path without storage.study is refused by the config.
+        study_url = config.storage.study or f"sqlite:///{Path(store.location) / 'study.db'}"
+        filesystem, storage_path = filesystem_and_path(store.location)
         tuner = tune.Tuner(
             tune_trainable(settings),
             tune_config=tune.TuneConfig(
@@ -292,7 +362,8 @@ def run_search(
             ),
             run_config=tune.RunConfig(
                 name="tune",
-                storage_path=str(experiment_dir),
+                storage_path=storage_path,
+                storage_filesystem=filesystem,
                 failure_config=tune.FailureConfig(
                     max_failures=config.resources.max_failures
                     if config.resources.workers_per_trial == 1
@@ -302,7 +373,7 @@ def run_search(
                 callbacks=[
                     *_result_loggers(),
                     TrialProgress(context, config.search.num_samples),
-                    PlanRecorder(context, str(experiment_dir)),
+                    PlanRecorder(context, store.location),
                 ],
                 verbose=0,
             ),
@@ -310,46 +381,49 @@ def run_search(
         on_stage(f"searching: {config.search.num_samples} trials")
         tuner.fit()
 
-    return _finish(config, experiment_dir, started)
+    return _finish(config, store, started)
 
 
-def launch_settings(config: ExperimentConfig, experiment_dir: Path) -> LaunchSettings:
-    """What every trial of ``config``'s search shares."""
+def launch_settings(config: ExperimentConfig, store: ExperimentStore) -> LaunchSettings:
+    """What every trial of ``config``'s search shares (locations as paths or URIs, so
+    trials on any node write to the same experiment)."""
     return LaunchSettings(
         plan_context=config.plan_context(),
         targets=config.target_list(),
         workers=config.resources.workers_per_trial,
         cpus_per_worker=config.resources.cpus_per_worker,
         gpus_per_worker=config.resources.gpus_per_worker,
-        tensorboard_root=str(experiment_dir / "tensorboard"),
-        train_storage=str(experiment_dir / "train_runs"),
+        tensorboard_root=store.uri("tensorboard"),
+        train_storage=store.uri("train_runs"),
         max_failures=config.resources.max_failures,
+        precision=config.resources.precision,
+        channels_last=config.resources.channels_last,
+        data_on_device=config.resources.data_on_device,
     )
 
 
-def _finish(config: ExperimentConfig, experiment_dir: Path, started: float) -> SearchOutcome:
+def _finish(config: ExperimentConfig, store: ExperimentStore, started: float) -> SearchOutcome:
     """Rank the results, export the best trial and write the result files."""
     import time
 
     # Ranked from the files the trials wrote, as `phasetune analyze` reads them, so
     # a finished search and a later analysis agree on every status and metric.
-    tables = load_results(str(experiment_dir))
+    tables = load_results(store.location)
     targets = config.target_list()
     ranked = rank_trials(trial_records(tables.trials), targets)
     best_yaml = best_json = None
     if ranked and not ranked[0].failed:
-        best_yaml, best_json = export_best(
+        best_yaml, best_json = export_to(
+            store,
             ranked[0],
             targets,
-            experiment_dir,
             experiment=config.name,
-            experiment_dir=str(experiment_dir),
             epoch_scale=config.search.epoch_scale,
         )
-    write_ranking(ranked, experiment_dir / "ranking.json")
-    write_results(str(experiment_dir), tables)
+    store.write_text("ranking.json", ranking_json(ranked))
+    write_results(store.location, tables)
     return SearchOutcome(
-        experiment_dir=experiment_dir,
+        experiment_dir=_outcome_path(store),
         ranked=ranked,
         best_yaml=best_yaml,
         best_json=best_json,
@@ -357,8 +431,47 @@ def _finish(config: ExperimentConfig, experiment_dir: Path, started: float) -> S
     )
 
 
+def export_to(
+    store: ExperimentStore,
+    trial: RankedTrial,
+    targets: tuple[Any, ...],
+    *,
+    experiment: str,
+    epoch_scale: float,
+    output: str | None = None,
+) -> tuple[Path | str, Path | str]:
+    """``best.yaml`` and ``best.json`` of ``trial`` in ``output`` (a path or URI;
+    default: the experiment). Remote files are written here first, then uploaded."""
+    target = ExperimentStore.at(output) if output else store
+    if not target.remote:
+        return export_best(
+            trial,
+            targets,
+            target.location,
+            experiment=experiment,
+            experiment_dir=store.location,
+            epoch_scale=epoch_scale,
+        )
+    with tempfile.TemporaryDirectory(prefix="phasetune-export-") as staging:
+        files = export_best(
+            trial,
+            targets,
+            staging,
+            experiment=experiment,
+            experiment_dir=store.location,
+            epoch_scale=epoch_scale,
+        )
+        for path in files:
+            # The header's "train it again" line names where the file ends up.
+            text = path.read_text().replace(str(files[0]), target.uri(files[0].name))
+            target.write_text(path.name, text)
+    return target.uri("best.yaml"), target.uri("best.json")
+
+
 def resume_search(
-    experiment_dir: Path, on_stage: Callable[[str], None] = lambda message: None
+    experiment_dir: Path | str,
+    on_stage: Callable[[str], None] = lambda message: None,
+    address: str | None = None,
 ) -> SearchOutcome:
     """Continue an interrupted search where it stopped.
 
@@ -375,36 +488,47 @@ def resume_search(
     import ray
     from ray import tune
 
-    from search.config import load_experiment
-
     started = time.perf_counter()
-    experiment_dir = Path(experiment_dir).resolve()
-    saved = experiment_dir / "experiment.yaml"
-    tune_dir = experiment_dir / "tune"
-    if not saved.is_file() or not tune.Tuner.can_restore(str(tune_dir)):
+    store = ExperimentStore.at(experiment_dir)
+    filesystem, storage_path = filesystem_and_path(store.uri("tune"))
+    if not store.is_file("experiment.yaml") or not tune.Tuner.can_restore(
+        storage_path, storage_filesystem=filesystem
+    ):
         raise ConfigError(
-            f"{experiment_dir}: no search to resume here (needs experiment.yaml and tune/);"
+            f"{store.location}: no search to resume here (needs experiment.yaml and tune/);"
             " give the directory `phasetune run` printed"
         )
-    config = load_experiment(saved)
-    on_stage("starting Ray")
-    with ray_running():
+    config = load_saved_experiment(store)
+    on_stage(_ray_stage(address))
+    with ray_running(address):
         check_resources(config, ray.cluster_resources())
         tuner = tune.Tuner.restore(
-            str(tune_dir),
-            trainable=tune_trainable(launch_settings(config, experiment_dir)),
+            storage_path,
+            trainable=tune_trainable(launch_settings(config, store)),
+            storage_filesystem=filesystem,
             resume_unfinished=True,
             resume_errored=False,
             restart_errored=False,
         )
         on_stage(f"resuming {config.name}: {config.search.num_samples} trials in all")
         tuner.fit()
-    return _finish(config, experiment_dir, started)
+    return _finish(config, store, started)
 
 
-def write_ranking(ranked: list[RankedTrial], path: Path) -> None:
-    import json
+def load_saved_experiment(store: ExperimentStore) -> ExperimentConfig:
+    """The experiment file a search saved in its directory (local or remote)."""
+    from search.config import load_experiment
 
+    if not store.remote:
+        return load_experiment(Path(store.location, "experiment.yaml"))
+    with tempfile.TemporaryDirectory(prefix="phasetune-experiment-") as staging:
+        saved = Path(staging, "experiment.yaml")
+        saved.write_text(store.read_text("experiment.yaml"))
+        return load_experiment(saved)
+
+
+def ranking_json(ranked: list[RankedTrial]) -> str:
+    """``ranking.json``: every trial, best first, with its parameters and metrics."""
     rows = [
         {
             "rank": item.rank,
@@ -422,7 +546,7 @@ def write_ranking(ranked: list[RankedTrial], path: Path) -> None:
         }
         for item in ranked
     ]
-    path.write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    return json.dumps(rows, indent=2, default=str) + "\n"
 
 
 def _trial_name(trial: Any) -> str:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -14,6 +12,7 @@ from rich.console import Console
 from analysis.recipes import plan_summary
 from trainables.launch import plan_for_trial
 from trainables.phases import PlanError
+from trainables.storage import ExperimentStore
 from trainables.strategies import PlanContext
 
 __all__ = ["PlanRecorder", "TrialProgress", "describe_trial", "plan_summary"]
@@ -75,18 +74,19 @@ class TrialProgress(Callback):
 
 class PlanRecorder(Callback):
     """Writes each trial's expanded plan to ``<experiment>/plans/<trial id>.json`` when
-    it starts, so the results table can show plans without rebuilding them."""
+    it starts, so the results table can show plans without rebuilding them.
+
+    ``experiment_dir`` is a path or a URI (see ``trainables.storage``).
+    """
 
     def __init__(self, context: PlanContext, experiment_dir: str) -> None:
         self.context = context
-        self.plans_dir = Path(experiment_dir) / "plans"
+        self.experiment_dir = experiment_dir
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         try:
             plan = plan_for_trial(trial.config, self.context).to_dict()
         except (PlanError, KeyError):
             return  # the trial itself fails with the reason
-        self.plans_dir.mkdir(parents=True, exist_ok=True)
-        partial = self.plans_dir / f".{trial.trial_id}.json.partial"
-        partial.write_text(json.dumps(plan, indent=1))
-        os.replace(partial, self.plans_dir / f"{trial.trial_id}.json")
+        store = ExperimentStore.at(self.experiment_dir)
+        store.write_text(f"plans/{trial.trial_id}.json", json.dumps(plan, indent=1))

@@ -28,6 +28,7 @@ from trainables.engine import (
     train_loop_per_worker,
 )
 from trainables.phases import PhasePlan
+from trainables.storage import TensorboardMirror, filesystem_and_path, is_remote, join_location
 from trainables.strategies import PlanContext, build_plan
 
 __all__ = [
@@ -51,9 +52,12 @@ class LaunchSettings:
         workers: Ray Train workers per trial (1 runs in-process).
         cpus_per_worker, gpus_per_worker: Resources of each worker.
         tensorboard_root: Each trial writes TensorBoard events to
-            ``<tensorboard_root>/<trial id>``; None writes none.
-        train_storage: Where Ray Train keeps the runs of N-worker trials.
+            ``<tensorboard_root>/<trial id>``; None writes none. A path or a URI.
+        train_storage: Where Ray Train keeps the runs of N-worker trials (a path
+            or a URI).
         max_failures: Worker-group restarts from the last checkpoint per trial.
+        precision, channels_last, data_on_device: How workers use a GPU; see
+            `EngineContext`.
     """
 
     plan_context: PlanContext
@@ -64,6 +68,9 @@ class LaunchSettings:
     tensorboard_root: str | None = None
     train_storage: str | None = None
     max_failures: int = 0
+    precision: str = "auto"
+    channels_last: bool | None = None
+    data_on_device: bool | None = None
 
 
 def trial_resources(settings: LaunchSettings) -> dict[str, float]:
@@ -105,8 +112,15 @@ class _TuneReporter:
     rank = 0
     world_size = 1
 
+    def __init__(self, before_report: Callable[[], None] | None = None) -> None:
+        self.before_report = before_report
+
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         from ray import tune
+
+        if self.before_report is not None:
+            # Tune may stop the trial once it has this report; its events go first.
+            self.before_report()
 
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report(metrics, checkpoint=checkpoint)
@@ -131,16 +145,42 @@ def trial_driver(config: dict[str, Any], settings: LaunchSettings) -> None:
     context = EngineContext(
         targets=settings.targets,
         tensorboard_dir=(
-            os.path.join(settings.tensorboard_root, trial_id) if settings.tensorboard_root else None
+            join_location(settings.tensorboard_root, trial_id)
+            if settings.tensorboard_root
+            else None
         ),
         hparams=_hparams(config),
         threads=max(1, int(settings.cpus_per_worker)),
         use_gpu=settings.gpus_per_worker > 0,
+        precision=settings.precision,
+        channels_last=settings.channels_last,
+        data_on_device=settings.data_on_device,
     )
-    if settings.workers == 1:
+    if settings.workers > 1:
+        _fit_worker_group(plan, context, settings, run_name=f"train-{trial_id}")
+    elif context.tensorboard_dir and is_remote(context.tensorboard_dir):
+        with TensorboardMirror(context.tensorboard_dir) as mirror:
+            local = dataclasses.replace(context, tensorboard_dir=mirror.local)
+            run_plan(plan, local, _TuneReporter(before_report=mirror.sync))
+    else:
         run_plan(plan, context, _TuneReporter())
+
+
+def _worker_loop(config: dict[str, Any]) -> None:
+    """The engine's Ray Train entry point, with rank 0's TensorBoard events mirrored
+    to a remote experiment (``SummaryWriter`` writes only local files)."""
+    import ray.train
+
+    tensorboard_dir = config["context"].get("tensorboard_dir")
+    if not (tensorboard_dir and is_remote(tensorboard_dir)):
+        train_loop_per_worker(config)
         return
-    _fit_worker_group(plan, context, settings, run_name=f"train-{trial_id}")
+    if ray.train.get_context().get_world_rank() != 0:
+        train_loop_per_worker({**config, "context": {**config["context"], "tensorboard_dir": None}})
+        return
+    with TensorboardMirror(tensorboard_dir) as mirror:
+        local = {**config["context"], "tensorboard_dir": mirror.local}
+        train_loop_per_worker({**config, "context": local})
 
 
 def _fit_worker_group(
@@ -153,8 +193,11 @@ def _fit_worker_group(
     resources = {"CPU": settings.cpus_per_worker}
     if settings.gpus_per_worker:
         resources["GPU"] = settings.gpus_per_worker
+    filesystem, storage_path = (
+        filesystem_and_path(settings.train_storage) if settings.train_storage else (None, None)
+    )
     trainer = TorchTrainer(
-        train_loop_per_worker,
+        _worker_loop,
         train_loop_config={"plan": plan.to_dict(), "context": context.to_dict()},
         scaling_config=ray.train.ScalingConfig(
             num_workers=settings.workers,
@@ -163,7 +206,8 @@ def _fit_worker_group(
         ),
         run_config=ray.train.RunConfig(
             name=run_name,
-            storage_path=settings.train_storage,
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
@@ -214,9 +258,11 @@ def train_locally(
     on_report: Callable[[dict[str, Any]], None] | None = None,
     resume: bool = False,
     threads: int | None = None,
+    precision: str = "auto",
 ) -> LocalReporter:
-    """Run ``plan`` in this process, writing TensorBoard events and the last checkpoint
-    under ``output_dir``; return the reporter with every epoch's metrics.
+    """Run ``plan`` in this process (on its GPU when it has one), writing TensorBoard
+    events and the last checkpoint under ``output_dir``; return the reporter with
+    every epoch's metrics.
 
     Writes ``model.pt`` (the final weights) and ``best_<task>.pt`` (the weights at
     each task's best validation score).
@@ -228,6 +274,8 @@ def train_locally(
         tensorboard_dir=str(output / "tensorboard"),
         hparams={"strategy": plan.strategy},
         threads=threads,
+        use_gpu=torch.cuda.is_available(),
+        precision=precision,
     )
     run_plan(plan, context, reporter)
     # The trained weights on their own, loadable into build_model(plan.model, ...),

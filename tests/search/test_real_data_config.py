@@ -1,0 +1,129 @@
+"""Experiment files that read data from disk: good ones load, mistakes are one line, exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from search.cli import app
+from search.config import ExperimentConfig, load_experiment
+from tests.trainables.test_real_data import make_folder, make_parquet
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """Class folders under data/signs, a multi-task table and a labels-only one under data/."""
+    root = tmp_path / "data"
+    make_folder(root / "signs")
+    make_parquet(root / "scenes.parquet")
+    table = pq.read_table(root / "scenes.parquet").drop_columns(["mask", "boxes"])
+    pq.write_table(table, root / "labels.parquet")
+    return root
+
+
+BAD_DATASETS = [
+    ("{kind: image_folder}", "dataset: dataset.path: image_folder data need one"),
+    ("{kind: parquet}", "dataset.path: parquet data need one; give a Parquet file"),
+    ("{kind: image_folder, path: DATA/nowhere}", "dataset.path: DATA/nowhere does not exist"),
+    (
+        "{kind: image_folder, path: DATA/signs, num_classes: 5}",
+        "dataset.num_classes: is 5 but the data has 3 class folders (alpha, bravo, charlie);"
+        " set it to 3 or leave it out",
+    ),
+    (
+        "{kind: image_folder, path: DATA/signs, mask_column: seg}",
+        "dataset.mask_column: only parquet data have columns",
+    ),
+    ("{path: DATA/signs}", "dataset.path: synthetic_signs data are made on the fly"),
+    (
+        "{kind: parquet, path: DATA/scenes.parquet, mask_column: seg}",
+        "dataset.mask_column: no column 'seg' in DATA/scenes.parquet",
+    ),
+    (
+        "{kind: parquet, path: DATA/scenes.parquet, label_column: sign}",
+        "dataset.label_column: no column 'sign'",
+    ),
+    (
+        "{kind: parquet, path: DATA/scenes.parquet, num_classes: 1}",
+        "dataset.num_classes: Input should be greater than or equal to 2",
+    ),
+    (
+        "{kind: image_folder, path: DATA/signs, on_corrupt: ignore}",
+        "dataset.on_corrupt: Input should be 'error' or 'skip'",
+    ),
+    ("{kind: image_folder, path: DATA/signs, crop_scale: 0}", "dataset.crop_scale"),
+    (
+        "{kind: parquet, path: DATA/labels.parquet}\nstrategies: {joint: {}}",
+        "strategies.joint: needs tasks that the parquet data set lacks (it has only cls);"
+        " add mask and boxes columns",
+    ),
+    (
+        "{kind: parquet, path: DATA/scenes.parquet, image_size: 30}\nstrategies: {joint: {}}",
+        "dataset: parquet needs an image_size that is a multiple of 4",
+    ),
+]
+
+
+def _run(tmp_path: Path, text: str) -> tuple[int, list[str]]:
+    path = tmp_path / "experiment.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(app, ["run", str(path), "--results-dir", str(tmp_path / "out")])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+    return result.exit_code, lines
+
+
+@pytest.mark.parametrize(
+    ("dataset", "message"), BAD_DATASETS, ids=[m[:40] for _, m in BAD_DATASETS]
+)
+def test_bad_dataset_exits_2_with_one_line(tmp_path, data, dataset, message):
+    text = "dataset: " + dataset.replace("DATA", str(data)) + "\n"
+    code, lines = _run(tmp_path, text)
+    assert code == 2, lines
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ")
+    assert message.replace("DATA", str(data)) in lines[0], lines[0]
+
+
+def test_corrupt_image_stops_the_run_before_ray_with_one_line(tmp_path, data):
+    bad = data / "signs" / "bravo" / "img03.jpg"
+    bad.write_bytes(bad.read_bytes()[:25])
+    code, lines = _run(tmp_path, f"dataset: {{kind: image_folder, path: {data / 'signs'}}}\n")
+    assert code == 2
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert errors == [lines[-1]]
+    assert f"dataset.path: cannot read {bad}" in errors[0]
+    assert "dataset.on_corrupt: skip" in errors[0]
+
+
+def test_image_folder_infers_classes_and_resolves_a_relative_path(tmp_path, data, monkeypatch):
+    monkeypatch.chdir(data)
+    path = tmp_path / "experiment.yaml"
+    path.write_text("dataset: {kind: image_folder, path: signs, hflip: true}\n")
+    config = load_experiment(path)
+    spec = config.data_spec()
+    assert spec.path == str(data / "signs")
+    assert spec.num_classes is None and spec.tasks == ("cls",) and spec.hflip
+    # The saved experiment file, read back from elsewhere, validates the same.
+    monkeypatch.chdir(tmp_path)
+    again = ExperimentConfig.model_validate(yaml.safe_load(yaml.safe_dump(config.model_dump())))
+    assert again == config
+
+
+def test_parquet_tasks_follow_its_columns(tmp_path, data):
+    path = tmp_path / "experiment.yaml"
+    path.write_text(
+        f"dataset: {{kind: parquet, path: {data / 'scenes.parquet'}, image_size: 16}}\n"
+        "strategies: {joint: {}}\ntargets: multitask\n"
+    )
+    spec = load_experiment(path).data_spec()
+    assert spec.tasks == ("cls", "seg", "det")
+    assert (spec.mask_column, spec.boxes_column) == ("mask", "boxes")
+    path.write_text(f"dataset: {{kind: parquet, path: {data / 'labels.parquet'}}}\n")
+    spec = load_experiment(path).data_spec()
+    assert spec.tasks == ("cls",) and spec.mask_column is None
