@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -218,11 +219,16 @@ def _searcher(config: ExperimentConfig, space: SearchSpace, study_url: str) -> A
     import optuna
 
     seed = config.search.seed
-    sampler = (
-        optuna.samplers.TPESampler(seed=seed)
-        if config.search.sampler == "tpe"
-        else optuna.samplers.RandomSampler(seed=seed)
-    )
+    if config.search.sampler == "tpe":
+        # Multivariate TPE models the parameters jointly, and ``group`` splits the
+        # conditional space into the sets that occur together (one per strategy and
+        # branch). One fit per group instead of one per parameter also makes a
+        # suggestion ~40% cheaper at hundreds of trials (benchmarks/searcher_scale.py).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=seed)
     points = space.points_to_evaluate() if config.search.evaluate_baselines else None
     metric: str | list[str] = "target_score"
     mode: str | list[str] = "max"
@@ -359,6 +365,9 @@ def run_search(
                 or _default_concurrency(config, available),
                 trial_name_creator=_trial_name,
                 trial_dirname_creator=_trial_name,
+                # A fresh actor imports Ray, torch and phasetune again: ~6 s per trial on
+                # 2 cores. Every trial asks for the same resources, so one actor serves many.
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name="tune",
