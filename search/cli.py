@@ -239,6 +239,13 @@ def train(
     if out.exists() and not resume:
         raise _fail(f"--output: {out} exists; choose another directory or pass --resume")
     plan = document.plan
+    from trainables.data import DataError, load_dataset
+
+    # Data that moved or broke since the search: one line, before anything is written.
+    try:
+        load_dataset(plan.data)
+    except DataError as error:
+        raise _fail(str(error)) from None
     console.print(
         f"retraining trial {document['trial_id']} ({plan.strategy}), {plan.total_epochs} epochs"
     )

@@ -127,3 +127,35 @@ def test_parquet_tasks_follow_its_columns(tmp_path, data):
     path.write_text(f"dataset: {{kind: parquet, path: {data / 'labels.parquet'}}}\n")
     spec = load_experiment(path).data_spec()
     assert spec.tasks == ("cls",) and spec.mask_column is None
+
+
+def test_train_on_data_that_broke_since_the_search_is_one_line(tmp_path, data):
+    """``phasetune train`` checks the best config's data before it writes anything."""
+    from analysis.export import FORMAT
+    from tests.conftest import TINY_PROGRESSIVE
+    from trainables.strategies import build_plan
+
+    path = tmp_path / "experiment.yaml"
+    path.write_text(f"dataset: {{kind: image_folder, path: {data / 'signs'}}}\n")
+    context = load_experiment(path).plan_context()
+    plan = build_plan("progressive", TINY_PROGRESSIVE, context)
+    best = tmp_path / "best.yaml"
+    document = {
+        "format": FORMAT,
+        "trial_id": "t0",
+        "strategy": plan.strategy,
+        "metrics": {},
+        "targets": [{"metric": "val/acc", "threshold": 0.5, "direction": "max"}],
+        "plan": plan.to_dict(),
+    }
+    best.write_text(yaml.safe_dump(document, sort_keys=False))
+    bad = data / "signs" / "alpha" / "img01.png"
+    bad.write_bytes(b"not an image")
+    out = tmp_path / "retrain"
+    result = CliRunner().invoke(app, ["train", str(best), "--output", str(out)])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert lines == [lines[0]] and lines[0].startswith("error: ")
+    assert f"dataset.path: cannot read {bad}" in lines[0]
+    assert not out.exists()
