@@ -30,6 +30,23 @@ TINY_PROGRESSIVE = {
 }
 
 
+def write_best(path, plan) -> None:
+    """A best.yaml for ``plan`` as a search exports it, with a val/acc >= 0.5 target."""
+    import yaml
+
+    from analysis.export import FORMAT
+
+    document = {
+        "format": FORMAT,
+        "trial_id": "t0",
+        "strategy": plan.strategy,
+        "metrics": {},
+        "targets": [{"metric": "val/acc", "threshold": 0.5, "direction": "max"}],
+        "plan": plan.to_dict(),
+    }
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Data and pretrained backbones go to a fresh cache, never the user's."""

@@ -10,10 +10,9 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from analysis.export import FORMAT
 from search.cli import app
 from search.config import load_experiment
-from tests.conftest import TINY_DATA, TINY_PROGRESSIVE
+from tests.conftest import TINY_DATA, TINY_PROGRESSIVE, write_best
 from tests.trainables.test_backbones import TinyResNet
 from trainables.phases import PhasePlan
 from trainables.strategies import PlanContext, build_plan
@@ -141,15 +140,7 @@ def test_an_exported_plan_with_a_factory_and_weights_trains_again(tmp_path, netf
     context = PlanContext(model=config.model_spec(), data=TINY_DATA, seed=0)
     plan = build_plan("progressive", params, context)
     best = tmp_path / "best.yaml"
-    document = {
-        "format": FORMAT,
-        "trial_id": "t0",
-        "strategy": plan.strategy,
-        "metrics": {},
-        "targets": [{"metric": "val/acc", "threshold": 0.5, "direction": "max"}],
-        "plan": plan.to_dict(),
-    }
-    best.write_text(yaml.safe_dump(document, sort_keys=False))
+    write_best(best, plan)
     assert PhasePlan.from_dict(yaml.safe_load(best.read_text())["plan"]) == plan
     out = tmp_path / "retrain"
     result = CliRunner().invoke(app, ["train", str(best), "--output", str(out), "--threads", "1"])

@@ -131,8 +131,7 @@ def test_parquet_tasks_follow_its_columns(tmp_path, data):
 
 def test_train_on_data_that_broke_since_the_search_is_one_line(tmp_path, data):
     """``phasetune train`` checks the best config's data before it writes anything."""
-    from analysis.export import FORMAT
-    from tests.conftest import TINY_PROGRESSIVE
+    from tests.conftest import TINY_PROGRESSIVE, write_best
     from trainables.strategies import build_plan
 
     path = tmp_path / "experiment.yaml"
@@ -140,15 +139,7 @@ def test_train_on_data_that_broke_since_the_search_is_one_line(tmp_path, data):
     context = load_experiment(path).plan_context()
     plan = build_plan("progressive", TINY_PROGRESSIVE, context)
     best = tmp_path / "best.yaml"
-    document = {
-        "format": FORMAT,
-        "trial_id": "t0",
-        "strategy": plan.strategy,
-        "metrics": {},
-        "targets": [{"metric": "val/acc", "threshold": 0.5, "direction": "max"}],
-        "plan": plan.to_dict(),
-    }
-    best.write_text(yaml.safe_dump(document, sort_keys=False))
+    write_best(best, plan)
     bad = data / "signs" / "alpha" / "img01.png"
     bad.write_bytes(b"not an image")
     out = tmp_path / "retrain"
