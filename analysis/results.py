@@ -72,7 +72,8 @@ def _read_text(fs: pafs.FileSystem, path: str) -> str | None:
         return None
 
 
-def _trial_dirs(fs: pafs.FileSystem, tune_dir: str) -> list[str]:
+def trial_dirs(fs: pafs.FileSystem, tune_dir: str) -> list[str]:
+    """The trial directories under a search's ``tune`` directory."""
     selector = pafs.FileSelector(tune_dir, allow_not_found=True)
     return sorted(
         info.path
@@ -183,7 +184,7 @@ def load_results(experiment_dir: str) -> ResultTables:
     """Read an experiment directory (path or URI) into the two tables."""
     fs, root = _filesystem(experiment_dir)
     trial_rows, epoch_rows = [], []
-    for trial_dir in _trial_dirs(fs, f"{root}/tune"):
+    for trial_dir in trial_dirs(fs, f"{root}/tune"):
         trial_id = trial_dir.rsplit("/", 1)[-1]
         params_text = _read_text(fs, f"{trial_dir}/params.json")
         if params_text is None:

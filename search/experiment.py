@@ -21,7 +21,7 @@ from typing import Any
 
 from analysis.export import export_best
 from analysis.ranking import RankedTrial, rank_trials
-from analysis.results import load_results, trial_records, write_results
+from analysis.results import load_results, trial_dirs, trial_records, write_results
 from search.config import ConfigError, ExperimentConfig
 from search.progress import PlanRecorder, TrialProgress
 from search.schedulers import build_scheduler
@@ -520,8 +520,31 @@ def resume_search(
             restart_errored=False,
         )
         on_stage(f"resuming {config.name}: {config.search.num_samples} trials in all")
-        tuner.fit()
+        results = tuner.fit()
+    _set_aside_unresumed(store, {Path(result.path).name for result in results})
     return _finish(config, store, started)
+
+
+def _set_aside_unresumed(store: ExperimentStore, resumed: set[str]) -> None:
+    """Move trials that Tune did not resume to ``interrupted/``: kept, but out of the results.
+
+    A trial started after Tune's last snapshot of the search can report before the
+    crash; Tune does not know it on restore and proposes a new trial in its place.
+    """
+    import pyarrow.fs as pafs
+
+    fs, root = store.filesystem, store.root
+    for path in trial_dirs(fs, f"{root}/tune"):
+        name = path.rsplit("/", 1)[-1]
+        if name in resumed or fs.get_file_info(f"{path}/params.json").type != pafs.FileType.File:
+            continue
+        target = f"{root}/interrupted/{name}"
+        fs.create_dir(f"{root}/interrupted")
+        try:
+            fs.move(path, target)
+        except (OSError, NotImplementedError):  # object stores move files, not folders
+            pafs.copy_files(path, target, source_filesystem=fs, destination_filesystem=fs)
+            fs.delete_dir(path)
 
 
 def load_saved_experiment(store: ExperimentStore) -> ExperimentConfig:

@@ -60,6 +60,10 @@ def test_sigkilled_search_resumes_to_the_configured_trials(ray_session, tmp_path
 
     trial_ids = [item.record.trial_id for item in outcome.ranked]
     assert len(trial_ids) == 4 == len(set(trial_ids))
+    # A trial that reported after Tune's last snapshot is kept aside, not counted.
+    aside = [path for path in (directory / "interrupted").glob("*") if path.is_dir()]
+    assert all((path / "params.json").is_file() for path in aside)
+    assert not {path.name for path in aside} & set(trial_ids)
     assert all(item.record.status == "done" for item in outcome.ranked)
     for item in outcome.ranked:
         result_file = directory / "tune" / item.record.trial_id / "result.json"
@@ -81,3 +85,17 @@ def test_sigkilled_search_resumes_to_the_configured_trials(ray_session, tmp_path
     curves = pq.read_table(directory / "epochs.parquet").to_pylist()
     assert len(curves) == sum(item.record.epochs for item in outcome.ranked)
     assert outcome.best_yaml is not None and outcome.best_yaml.exists()
+
+
+def test_trials_tune_did_not_resume_are_set_aside_not_lost(tmp_path):
+    from search.experiment import _set_aside_unresumed
+    from trainables.storage import ExperimentStore
+
+    for name in ("kept", "orphan"):
+        (tmp_path / "tune" / name).mkdir(parents=True)
+        (tmp_path / "tune" / name / "params.json").write_text("{}")
+        (tmp_path / "tune" / name / "result.json").write_text('{"epoch": 1}\n')
+    (tmp_path / "tune" / "empty").mkdir()
+    _set_aside_unresumed(ExperimentStore.at(tmp_path), {"kept"})
+    assert sorted(p.name for p in (tmp_path / "tune").iterdir()) == ["empty", "kept"]
+    assert (tmp_path / "interrupted" / "orphan" / "result.json").read_text() == '{"epoch": 1}\n'
