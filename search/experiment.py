@@ -223,7 +223,7 @@ def _searcher(config: ExperimentConfig, space: SearchSpace, study_url: str) -> A
         # Multivariate TPE models the parameters jointly, and ``group`` splits the
         # conditional space into the sets that occur together (one per strategy and
         # branch). One fit per group instead of one per parameter also makes a
-        # suggestion ~40% cheaper at hundreds of trials (benchmarks/searcher_scale.py).
+        # suggestion 25-40% cheaper at hundreds of trials (benchmarks/searcher_scale.py).
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
