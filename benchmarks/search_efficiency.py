@@ -162,7 +162,7 @@ def run(
     scheduler: str = "asha",
     tiny: bool = False,
 ) -> dict[str, Any]:
-    """Run the three searches for seeds ``0 .. seeds-1``.
+    """Run the four searches for seeds ``0 .. seeds-1``.
 
     Returns:
         ``rows``: one per seed and variant; ``summary``: per variant, over the seeds.
