@@ -162,7 +162,8 @@ def _wal(searcher: Any) -> Any:
     """
     from sqlalchemy import event
 
-    engine = searcher._ot_study._storage._backend.engine
+    # The study's storage: SoleWriterStorage around Optuna's cache around the RDB.
+    engine = searcher._ot_study._storage._backend._backend.engine
 
     @event.listens_for(engine, "connect")
     def _pragmas(connection: Any, _record: Any) -> None:

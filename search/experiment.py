@@ -25,7 +25,7 @@ from analysis.results import load_results, trial_dirs, trial_records, write_resu
 from search.config import ConfigError, ExperimentConfig
 from search.progress import PlanRecorder, TrialProgress
 from search.schedulers import build_scheduler
-from search.study import StudySearch
+from search.study import SoleWriterStorage, StudySearch
 from spaces import SearchSpace
 from trainables.data import DataError, load_dataset
 from trainables.launch import LaunchSettings, plan_for_trial, tune_trainable
@@ -243,7 +243,9 @@ def _searcher(config: ExperimentConfig, space: SearchSpace, study_url: str) -> A
         points_to_evaluate=points[: config.search.num_samples] if points else None,
         sampler=sampler,
         study_name=config.name,
-        storage=study_storage(study_url),
+        # As ``optuna.create_study`` would (an RDB behind Optuna's write cache), and
+        # read back from memory: the driver is the study's only writer.
+        storage=SoleWriterStorage(optuna.storages.get_storage(study_storage(study_url))),
     )
 
 

@@ -10,13 +10,20 @@ user attribute), and only finished plans are COMPLETE.
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Container, Sequence
+from datetime import datetime
 from typing import Any
 
-from optuna.trial import TrialState
+from optuna.distributions import BaseDistribution
+from optuna.storages import BaseStorage
+from optuna.study import StudyDirection
+from optuna.study._frozen import FrozenStudy
+from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-__all__ = ["StudySearch", "trial_state"]
+__all__ = ["SoleWriterStorage", "StudySearch", "trial_state"]
 
 
 def trial_state(
@@ -93,3 +100,178 @@ class StudySearch(OptunaSearch):
             ot_trial.set_user_attr("epochs", int(result.get("epoch", 0)))
         self._ot_study.tell(ot_trial, value, state=state)
         self._completed_trials.add(trial_id)
+
+
+class SoleWriterStorage(BaseStorage):
+    """A study's storage for the one process that writes it: writes go through at
+    once, reads of trials come from memory.
+
+    The sampler reads every trial back several times per suggestion; from SQLite
+    each read costs ~10 ms, and Optuna's own cache still asks the database for the
+    trials it holds as unfinished, in case another process wrote them. During a
+    search the driver is the study's only writer (``phasetune status`` and
+    optuna-dashboard only read), so a copy kept in step with its own writes is
+    exact. Every write reaches the backend before the copy, so the backend always
+    holds at least what the copy does. The copy is loaded from the backend on the
+    first read of a study and is not pickled: a searcher restored by ``phasetune
+    resume`` reads the study afresh.
+    """
+
+    def __init__(self, backend: BaseStorage) -> None:
+        self._backend = backend
+        self._trials: dict[int, list[FrozenTrial]] = {}  # study id -> trials by number
+        self._where: dict[int, tuple[int, int]] = {}  # trial id -> (study id, number)
+        self._directions: dict[int, list[StudyDirection]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_backend": self._backend}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["_backend"])
+
+    # Trials: reads from the copy, writes to the backend and then the copy.
+
+    def _study_trials(self, study_id: int) -> list[FrozenTrial]:
+        if study_id not in self._trials:
+            # Copies: Optuna edits the trials it is handed, the backend's own included.
+            trials = self._backend.get_all_trials(study_id, deepcopy=True)
+            self._trials[study_id] = sorted(trials, key=lambda trial: trial.number)
+            for trial in trials:
+                self._where[trial._trial_id] = (study_id, trial.number)
+        return self._trials[study_id]
+
+    def _cached(self, trial_id: int) -> FrozenTrial | None:
+        if trial_id not in self._where:
+            return None
+        study_id, number = self._where[trial_id]
+        return self._trials[study_id][number]
+
+    def _replace(self, trial: FrozenTrial) -> None:
+        # A new object, never an edit: lists handed out earlier stay as they were.
+        study_id, number = self._where[trial._trial_id]
+        self._trials[study_id][number] = trial
+
+    def _merge(self, trial_id: int, **entries: dict[Any, Any]) -> None:
+        """Add ``entries`` to the copy's dict attributes of the trial (new dicts)."""
+        trial = self._cached(trial_id)
+        if trial is not None:
+            trial = copy.copy(trial)
+            for attribute, added in entries.items():
+                setattr(trial, attribute, {**getattr(trial, attribute), **added})
+            self._replace(trial)
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        trials = self._study_trials(study_id)
+        trial_id = self._backend.create_new_trial(study_id, template_trial)
+        trial = copy.deepcopy(self._backend.get_trial(trial_id))
+        if trial.number != len(trials):  # someone else wrote the study: read it again
+            self._trials.pop(study_id)
+            self._study_trials(study_id)
+        else:
+            trials.append(trial)
+            self._where[trial_id] = (study_id, trial.number)
+        return trial_id
+
+    def set_trial_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: BaseDistribution,
+    ) -> None:
+        self._backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        self._merge(
+            trial_id,
+            params={param_name: distribution.to_external_repr(param_value_internal)},
+            distributions={param_name: distribution},
+        )
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        changed = self._backend.set_trial_state_values(trial_id, state, values)
+        trial = self._cached(trial_id)
+        if changed and trial is not None:
+            trial = copy.copy(trial)
+            trial.state = state
+            if values is not None:
+                trial.values = list(values)
+            if state == TrialState.RUNNING:
+                trial.datetime_start = datetime.now()
+            if state.is_finished():
+                trial.datetime_complete = datetime.now()
+            self._replace(trial)
+        return changed
+
+    def set_trial_intermediate_value(
+        self, trial_id: int, step: int, intermediate_value: float
+    ) -> None:
+        self._backend.set_trial_intermediate_value(trial_id, step, intermediate_value)
+        self._merge(trial_id, intermediate_values={step: intermediate_value})
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._backend.set_trial_user_attr(trial_id, key, value)
+        self._merge(trial_id, user_attrs={key: value})
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._backend.set_trial_system_attr(trial_id, key, value)
+        self._merge(trial_id, system_attrs={key: value})
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        trial = self._cached(trial_id)
+        return trial if trial is not None else self._backend.get_trial(trial_id)
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        trials = self._study_trials(study_id)
+        trials = [t for t in trials if t.state in states] if states is not None else list(trials)
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        trials = self._study_trials(study_id)
+        if 0 <= trial_number < len(trials):
+            return trials[trial_number]._trial_id
+        return self._backend.get_trial_id_from_study_id_trial_number(study_id, trial_number)
+
+    # Studies: straight to the backend (rarely called), directions kept once read.
+
+    def create_new_study(
+        self, directions: Sequence[StudyDirection], study_name: str | None = None
+    ) -> int:
+        return self._backend.create_new_study(directions, study_name)
+
+    def delete_study(self, study_id: int) -> None:
+        self._backend.delete_study(study_id)
+        for trial in self._trials.pop(study_id, []):
+            self._where.pop(trial._trial_id, None)
+        self._directions.pop(study_id, None)
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._backend.set_study_user_attr(study_id, key, value)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._backend.set_study_system_attr(study_id, key, value)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self._backend.get_study_id_from_name(study_name)
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        return self._backend.get_study_name_from_id(study_id)
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        if study_id not in self._directions:
+            self._directions[study_id] = self._backend.get_study_directions(study_id)
+        return self._directions[study_id]
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._backend.get_study_user_attrs(study_id)
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._backend.get_study_system_attrs(study_id)
+
+    def get_all_studies(self) -> list[FrozenStudy]:
+        return self._backend.get_all_studies()

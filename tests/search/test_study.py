@@ -61,3 +61,107 @@ def test_one_seed_gives_identical_trial_parameters(tmp_path):
     # The documents' recipes come first, whatever the seed.
     assert first[0]["progressive"]["base_lr"] == 1e-3
     assert first[1]["single_phase"]["lr"] == 1e-4
+
+
+def _backend(kind: str, path):
+    import optuna
+
+    from search.experiment import study_storage
+
+    location = f"sqlite:///{path}.db" if kind == "sqlite" else f"{path}.journal"
+    return optuna.storages.get_storage(study_storage(location))
+
+
+def _drive(storage, trials: int = 12) -> list[dict]:
+    """A seeded TPE search over ``storage`` whose trials finish, are pruned, diverge
+    or error in turn; the configs it suggested."""
+    import optuna
+
+    from search.config import ExperimentConfig
+    from search.study import StudySearch
+
+    space = ExperimentConfig().search_space()
+    searcher = StudySearch(
+        space=space.define_by_run,
+        metric="target_score",
+        mode="max",
+        points_to_evaluate=space.points_to_evaluate()[:2],
+        sampler=optuna.samplers.TPESampler(seed=3, n_startup_trials=4, multivariate=True),
+        study_name="mirror",
+        storage=storage,
+    )
+    configs = []
+    for i in range(trials):
+        trial_id = f"t{i}"
+        configs.append(searcher.suggest(trial_id))
+        score = 1.0 if configs[-1]["strategy"] == "progressive" else 0.5
+        outcome = i % 4
+        for epoch in (1, 2):
+            value = math.nan if outcome == 2 and epoch == 2 else score * epoch / 2
+            result = {"target_score": value, "epoch": epoch, "plan_complete": int(outcome == 0)}
+            searcher.on_trial_result(trial_id, result)
+        searcher.on_trial_complete(trial_id, result, error=outcome == 3)
+    return configs
+
+
+def _stored(storage) -> list[tuple]:
+    """What a fresh reader of ``storage`` sees of study "mirror"."""
+    import optuna
+
+    study = optuna.load_study(study_name="mirror", storage=storage)
+    return [
+        (t.number, t.state, t.params, t.values, t.intermediate_values, t.user_attrs)
+        for t in study.get_trials(deepcopy=False)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_the_sole_writer_storage_suggests_and_stores_what_its_backend_would(kind, tmp_path):
+    from search.study import SoleWriterStorage
+
+    plain = _drive(_backend(kind, tmp_path / "plain"))
+    storage = SoleWriterStorage(_backend(kind, tmp_path / "mirrored"))
+    assert _drive(storage) == plain
+    stored = _stored(_backend(kind, tmp_path / "mirrored"))
+    assert stored == _stored(_backend(kind, tmp_path / "plain"))
+    # Its copy holds what the backend holds.
+    assert _stored(storage) == stored
+    states = [state for _, state, *_ in stored]
+    assert {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL} <= set(states)
+
+
+def test_the_sole_writer_storage_reads_its_backend_once(tmp_path, monkeypatch):
+    from search.study import SoleWriterStorage
+
+    backend = _backend("sqlite", tmp_path / "s")
+    reads = []
+    read = backend.get_all_trials
+    monkeypatch.setattr(backend, "get_all_trials", lambda *a, **k: reads.append(1) or read(*a, **k))
+    _drive(SoleWriterStorage(backend), trials=8)
+    # Without the copy TPE reads every trial back several times per suggestion.
+    assert len(reads) == 1
+
+
+def test_the_sole_writer_storage_rereads_a_study_written_elsewhere(tmp_path):
+    import pickle
+
+    import optuna
+
+    from search.study import SoleWriterStorage
+
+    storage = SoleWriterStorage(_backend("sqlite", tmp_path / "s"))
+    study = optuna.create_study(study_name="mirror", storage=storage)
+    study.enqueue_trial({"x": 1.0})
+    assert len(study.get_trials()) == 1
+    # Another process (a driver before a crash) adds a trial behind the copy's back.
+    elsewhere = optuna.load_study(study_name="mirror", storage=_backend("sqlite", tmp_path / "s"))
+    elsewhere.enqueue_trial({"x": 2.0})
+
+    # Unpickled, as ``phasetune resume`` restores the searcher: read afresh.
+    restored = pickle.loads(pickle.dumps(storage))
+    fixed = [t.system_attrs["fixed_params"] for t in restored.get_all_trials(study._study_id)]
+    assert fixed == [{"x": 1.0}, {"x": 2.0}]
+    # Not unpickled: its next new trial's number shows the gap, and it reads again.
+    study.enqueue_trial({"x": 3.0})
+    numbers = [t.number for t in storage.get_all_trials(study._study_id)]
+    assert numbers == [0, 1, 2]
