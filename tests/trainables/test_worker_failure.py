@@ -73,19 +73,23 @@ def test_a_killed_train_worker_restarts_from_the_last_checkpoint(ray_session, tm
         lines = files[0].read_text().splitlines()
         return [json.loads(line)["epoch"] for line in lines if line.strip()]
 
+    def checkpoints() -> int:
+        # Tune's result.json is written in bursts (several epochs at once, or all of them
+        # at the end); the workers' checkpoints land on disk as each epoch ends.
+        return len(list((tmp_path / "train_runs").glob("*/checkpoint_*/state.pt")))
+
     try:
-        # Kill once both workers run and epoch 2 is in, so there is a checkpoint to
-        # go back to and epochs left to run.
+        # Kill once both workers run and two epochs are checkpointed, so there is a
+        # checkpoint to go back to and epochs left to run.
         deadline = time.monotonic() + 300
         workers: list[int] = []
         while time.monotonic() < deadline and fitting.is_alive():
             workers = _train_worker_pids()
-            if len(workers) == 2 and len(reported_epochs()) >= 2:
+            if len(workers) == 2 and checkpoints() >= 2:
                 break
             time.sleep(0.1)
         assert fitting.is_alive(), f"the trial ended before the kill: {reported_epochs()}"
-        assert len(workers) == 2 and reported_epochs(), (workers, reported_epochs())
-        killed_after = reported_epochs()[-1]
+        assert len(workers) == 2 and checkpoints() >= 2, (workers, checkpoints())
         os.kill(workers[-1], signal.SIGKILL)
         # A new worker group comes up (the killed worker's pid is gone from it).
         replaced = False
@@ -101,7 +105,6 @@ def test_a_killed_train_worker_restarts_from_the_last_checkpoint(ray_session, tm
     results = outcome["results"]
     assert results.num_errors == 0, results.errors
     epochs = reported_epochs()
-    assert killed_after < EPOCHS, "the kill came too late to test anything"
     assert epochs[-1] == EPOCHS
     assert sorted(set(epochs)) == list(range(1, EPOCHS + 1))
     # The restarted group went on from a checkpoint, not from the start: wherever the
