@@ -11,9 +11,9 @@ signs), with the same trial budget and seed:
   alternative);
 - ``tpe+fifo``: TPE alone, every trial runs its whole plan.
 
-TPE draws its first 10 trials (Optuna's ``n_startup_trials``) from a random sampler
-with the same seed, so the three searches without baselines start from the same
-recipes; TPE models from trial 11 on.
+TPE draws its first trials (``search.startup_trials``: a quarter of the budget, 4 to
+10) from a random sampler with the same seed, so the three searches without baselines
+start from the same recipes; TPE models from then on.
 
 The target is ``val/acc >= --target`` (default 0.75), not the quickstart's ``nsl``
 0.85: at the halved epochs (``epoch_scale`` 0.5) the quickstart's best trials reach

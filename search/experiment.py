@@ -226,7 +226,12 @@ def _searcher(config: ExperimentConfig, space: SearchSpace, study_url: str) -> A
         # suggestion 25-40% cheaper at hundreds of trials (benchmarks/searcher_scale.py).
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+            sampler = optuna.samplers.TPESampler(
+                seed=seed,
+                multivariate=True,
+                group=True,
+                n_startup_trials=config.search.tpe_startup_trials(),
+            )
     else:
         sampler = optuna.samplers.RandomSampler(seed=seed)
     points = space.points_to_evaluate() if config.search.evaluate_baselines else None

@@ -165,3 +165,51 @@ def test_the_sole_writer_storage_rereads_a_study_written_elsewhere(tmp_path):
     study.enqueue_trial({"x": 3.0})
     numbers = [t.number for t in storage.get_all_trials(study._study_id)]
     assert numbers == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("num_samples", "startup_trials", "expected"),
+    [(12, None, 4), (8, None, 4), (30, None, 7), (200, None, 10), (12, 2, 2), (12, 20, 20)],
+)
+def test_tpe_startup_trials_follow_the_budget(num_samples, startup_trials, expected):
+    from search.config import SearchConfig
+
+    search = SearchConfig(num_samples=num_samples, startup_trials=startup_trials)
+    assert search.tpe_startup_trials() == expected
+
+
+def _drawn(tmp_path, startup_trials: int | None, sampler: str = "tpe") -> list[dict]:
+    """Six configs from the search's own searcher, without baselines, each told a
+    score that favours low learning rates."""
+    from search.config import ExperimentConfig
+    from search.experiment import _searcher
+
+    base = ExperimentConfig()
+    search = base.search.model_copy(
+        update={
+            "sampler": sampler,
+            "startup_trials": startup_trials,
+            "evaluate_baselines": False,
+            "seed": 5,
+        }
+    )
+    config = base.model_copy(update={"search": search})
+    tmp_path.mkdir()
+    searcher = _searcher(config, config.search_space(), f"sqlite:///{tmp_path}/study.db")
+    drawn = []
+    for i in range(6):
+        suggested = searcher.suggest(f"t{i}")
+        drawn.append(suggested)
+        params = suggested[suggested["strategy"]]
+        lr = params.get("base_lr", params.get("lr"))
+        searcher.on_trial_complete(f"t{i}", {"target_score": -lr, "plan_complete": 1})
+    return drawn
+
+
+def test_tpe_models_after_its_startup_trials(tmp_path):
+    random = _drawn(tmp_path / "random", None, sampler="random")
+    # Until its startup trials have finished, TPE draws what the random sampler draws.
+    assert _drawn(tmp_path / "late", 10) == random
+    early = _drawn(tmp_path / "early", 4)
+    assert early[:4] == random[:4]
+    assert early[4:] != random[4:]
