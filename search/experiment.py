@@ -25,7 +25,7 @@ from analysis.results import load_results, trial_dirs, trial_records, write_resu
 from search.config import ConfigError, ExperimentConfig
 from search.progress import PlanRecorder, TrialProgress
 from search.schedulers import build_scheduler
-from search.study import SoleWriterStorage, StudySearch
+from search.study import SoleWriterStorage, StudySearch, flush_studies
 from spaces import SearchSpace
 from trainables.data import DataError, load_dataset
 from trainables.launch import LaunchSettings, plan_for_trial, tune_trainable
@@ -422,6 +422,8 @@ def _finish(config: ExperimentConfig, store: ExperimentStore, started: float) ->
     """Rank the results, export the best trial and write the result files."""
     import time
 
+    # The study's last writes may still be on their way (see SoleWriterStorage).
+    flush_studies()
     # Ranked from the files the trials wrote, as `phasetune analyze` reads them, so
     # a finished search and a later analysis agree on every status and metric.
     tables = load_results(store.location)

@@ -10,20 +10,24 @@ user attribute), and only finished plans are COMPLETE.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import math
-from collections.abc import Container, Sequence
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Container, Sequence
 from datetime import datetime
 from typing import Any
 
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, check_distribution_compatibility
 from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-__all__ = ["SoleWriterStorage", "StudySearch", "trial_state"]
+__all__ = ["SoleWriterStorage", "StudySearch", "flush_studies", "trial_state"]
 
 
 def trial_state(
@@ -103,41 +107,98 @@ class StudySearch(OptunaSearch):
 
 
 class SoleWriterStorage(BaseStorage):
-    """A study's storage for the one process that writes it: writes go through at
-    once, reads of trials come from memory.
+    """A study's storage for the one process that writes it: reads of trials come
+    from memory, writes reach the backend from a writer thread.
 
     The sampler reads every trial back several times per suggestion; from SQLite
     each read costs ~10 ms, and Optuna's own cache still asks the database for the
-    trials it holds as unfinished, in case another process wrote them. During a
-    search the driver is the study's only writer (``phasetune status`` and
-    optuna-dashboard only read), so a copy kept in step with its own writes is
-    exact. Every write reaches the backend before the copy, so the backend always
-    holds at least what the copy does. The copy is loaded from the backend on the
-    first read of a study and is not pickled: a searcher restored by ``phasetune
-    resume`` reads the study afresh.
+    trials it holds as unfinished, in case another process wrote them. A trial
+    also writes ~18 times (each parameter, each epoch's value, its state and
+    attributes), each its own transaction that waits for the disk (SQLite) or the
+    network (a cluster's RDB). During a search the driver is the study's only
+    writer (``phasetune status`` and optuna-dashboard only read), so a copy kept in
+    step with its own writes is exact, and the writes can follow behind in order.
+
+    - Writes update the copy at once and are queued; one thread applies them to
+      the backend in the order they were made. What the backend would refuse (a
+      finished trial, a parameter whose kind changed) is refused here first.
+    - A new trial, a waiting trial taken up, and anything about the study go to the
+      backend at once, after the queue has drained: the ids come from the backend.
+    - ``flush`` waits until the backend holds every write; pickling flushes, so the
+      study is never behind a saved searcher, and so does the end of the process.
+    - A write the backend fails stops the queue (the backend keeps an exact prefix
+      of the writes) and is raised by the next call.
+
+    The copy is loaded from the backend on the first read of a study and is not
+    pickled: a searcher restored by ``phasetune resume`` reads the study afresh.
     """
 
     def __init__(self, backend: BaseStorage) -> None:
         self._backend = backend
         self._trials: dict[int, list[FrozenTrial]] = {}  # study id -> trials by number
         self._where: dict[int, tuple[int, int]] = {}  # trial id -> (study id, number)
+        self._distributions: dict[int, dict[str, BaseDistribution]] = {}  # study id -> first
         self._directions: dict[int, list[StudyDirection]] = {}
+        self._pending: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]]] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._failure: BaseException | None = None
+        _LIVE.add(self)
 
     def __getstate__(self) -> dict[str, Any]:
+        self.flush()
         return {"_backend": self._backend}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["_backend"])
 
-    # Trials: reads from the copy, writes to the backend and then the copy.
+    # The writer thread.
+
+    def flush(self) -> None:
+        """Wait until the backend holds every write made so far.
+
+        Raises:
+            Exception: the first write the backend failed, as it raised it.
+        """
+        self._pending.join()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _queue(self, write: Callable[..., Any], *args: Any) -> None:
+        self._raise_failure()
+        if self._writer is None:
+            self._writer = threading.Thread(
+                target=self._write_in_order, name="phasetune-study-writer", daemon=True
+            )
+            self._writer.start()
+        self._pending.put((write, args))
+
+    def _write_in_order(self) -> None:
+        while True:
+            write, args = self._pending.get()
+            try:
+                if self._failure is None:
+                    write(*args)
+            except BaseException as error:  # noqa: BLE001 - raised by the caller's next call
+                self._failure = error
+            finally:
+                self._pending.task_done()
+
+    # Trials: reads from the copy, writes to the copy and then, queued, the backend.
 
     def _study_trials(self, study_id: int) -> list[FrozenTrial]:
         if study_id not in self._trials:
+            self.flush()
             # Copies: Optuna edits the trials it is handed, the backend's own included.
             trials = self._backend.get_all_trials(study_id, deepcopy=True)
             self._trials[study_id] = sorted(trials, key=lambda trial: trial.number)
+            known = self._distributions[study_id] = {}
             for trial in trials:
                 self._where[trial._trial_id] = (study_id, trial.number)
+                for name, distribution in trial.distributions.items():
+                    known.setdefault(name, distribution)
         return self._trials[study_id]
 
     def _cached(self, trial_id: int) -> FrozenTrial | None:
@@ -146,22 +207,41 @@ class SoleWriterStorage(BaseStorage):
         study_id, number = self._where[trial_id]
         return self._trials[study_id][number]
 
+    def _updatable(self, trial_id: int) -> FrozenTrial | None:
+        """The copy's trial, refused if finished (as the backend would); None if the
+        copy does not hold it (a study not read here), after the queue has drained."""
+        self._raise_failure()
+        trial = self._cached(trial_id)
+        if trial is None:
+            self.flush()
+        else:
+            self.check_trial_is_updatable(trial_id, trial.state)
+        return trial
+
     def _replace(self, trial: FrozenTrial) -> None:
         # A new object, never an edit: lists handed out earlier stay as they were.
         study_id, number = self._where[trial._trial_id]
         self._trials[study_id][number] = trial
 
-    def _merge(self, trial_id: int, **entries: dict[Any, Any]) -> None:
-        """Add ``entries`` to the copy's dict attributes of the trial (new dicts)."""
-        trial = self._cached(trial_id)
-        if trial is not None:
-            trial = copy.copy(trial)
-            for attribute, added in entries.items():
-                setattr(trial, attribute, {**getattr(trial, attribute), **added})
-            self._replace(trial)
+    def _write(
+        self, trial_id: int, write: Callable[..., Any], *args: Any, **entries: dict[Any, Any]
+    ) -> None:
+        """Add ``entries`` to the copy's dict attributes of the trial (new dicts), and
+        queue ``write(trial_id, *args)``; straight to the backend for a trial the copy
+        does not hold."""
+        trial = self._updatable(trial_id)
+        if trial is None:
+            write(trial_id, *args)
+            return
+        trial = copy.copy(trial)
+        for attribute, added in entries.items():
+            setattr(trial, attribute, {**getattr(trial, attribute), **added})
+        self._replace(trial)
+        self._queue(write, trial_id, *args)
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         trials = self._study_trials(study_id)
+        self.flush()
         trial_id = self._backend.create_new_trial(study_id, template_trial)
         trial = copy.deepcopy(self._backend.get_trial(trial_id))
         if trial.number != len(trials):  # someone else wrote the study: read it again
@@ -170,6 +250,8 @@ class SoleWriterStorage(BaseStorage):
         else:
             trials.append(trial)
             self._where[trial_id] = (study_id, trial.number)
+            for name, distribution in trial.distributions.items():
+                self._distributions[study_id].setdefault(name, distribution)
         return trial_id
 
     def set_trial_param(
@@ -179,9 +261,17 @@ class SoleWriterStorage(BaseStorage):
         param_value_internal: float,
         distribution: BaseDistribution,
     ) -> None:
-        self._backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
-        self._merge(
+        if trial_id in self._where:
+            # The backend refuses a parameter whose kind differs from the study's.
+            known = self._distributions[self._where[trial_id][0]]
+            check_distribution_compatibility(known.get(param_name, distribution), distribution)
+            known.setdefault(param_name, distribution)
+        self._write(
             trial_id,
+            self._backend.set_trial_param,
+            param_name,
+            param_value_internal,
+            distribution,
             params={param_name: distribution.to_external_repr(param_value_internal)},
             distributions={param_name: distribution},
         )
@@ -189,8 +279,14 @@ class SoleWriterStorage(BaseStorage):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
-        changed = self._backend.set_trial_state_values(trial_id, state, values)
-        trial = self._cached(trial_id)
+        trial = self._updatable(trial_id)
+        if trial is None or state == TrialState.RUNNING:
+            # Taking up a waiting trial: the backend says whether it still waits.
+            self.flush()
+            changed = self._backend.set_trial_state_values(trial_id, state, values)
+        else:
+            changed = True
+            self._queue(self._backend.set_trial_state_values, trial_id, state, values)
         if changed and trial is not None:
             trial = copy.copy(trial)
             trial.state = state
@@ -206,20 +302,30 @@ class SoleWriterStorage(BaseStorage):
     def set_trial_intermediate_value(
         self, trial_id: int, step: int, intermediate_value: float
     ) -> None:
-        self._backend.set_trial_intermediate_value(trial_id, step, intermediate_value)
-        self._merge(trial_id, intermediate_values={step: intermediate_value})
+        self._write(
+            trial_id,
+            self._backend.set_trial_intermediate_value,
+            step,
+            intermediate_value,
+            intermediate_values={step: intermediate_value},
+        )
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._backend.set_trial_user_attr(trial_id, key, value)
-        self._merge(trial_id, user_attrs={key: value})
+        self._write(
+            trial_id, self._backend.set_trial_user_attr, key, value, user_attrs={key: value}
+        )
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._backend.set_trial_system_attr(trial_id, key, value)
-        self._merge(trial_id, system_attrs={key: value})
+        self._write(
+            trial_id, self._backend.set_trial_system_attr, key, value, system_attrs={key: value}
+        )
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         trial = self._cached(trial_id)
-        return trial if trial is not None else self._backend.get_trial(trial_id)
+        if trial is not None:
+            return trial
+        self.flush()
+        return self._backend.get_trial(trial_id)
 
     def get_all_trials(
         self,
@@ -235,43 +341,74 @@ class SoleWriterStorage(BaseStorage):
         trials = self._study_trials(study_id)
         if 0 <= trial_number < len(trials):
             return trials[trial_number]._trial_id
+        self.flush()
         return self._backend.get_trial_id_from_study_id_trial_number(study_id, trial_number)
 
-    # Studies: straight to the backend (rarely called), directions kept once read.
+    # Studies: straight to the backend once the queue has drained (rarely called);
+    # directions kept once read.
 
     def create_new_study(
         self, directions: Sequence[StudyDirection], study_name: str | None = None
     ) -> int:
+        self.flush()
         return self._backend.create_new_study(directions, study_name)
 
     def delete_study(self, study_id: int) -> None:
+        self.flush()
         self._backend.delete_study(study_id)
         for trial in self._trials.pop(study_id, []):
             self._where.pop(trial._trial_id, None)
+        self._distributions.pop(study_id, None)
         self._directions.pop(study_id, None)
 
     def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self.flush()
         self._backend.set_study_user_attr(study_id, key, value)
 
     def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self.flush()
         self._backend.set_study_system_attr(study_id, key, value)
 
     def get_study_id_from_name(self, study_name: str) -> int:
+        self.flush()
         return self._backend.get_study_id_from_name(study_name)
 
     def get_study_name_from_id(self, study_id: int) -> str:
+        self.flush()
         return self._backend.get_study_name_from_id(study_id)
 
     def get_study_directions(self, study_id: int) -> list[StudyDirection]:
         if study_id not in self._directions:
+            self.flush()
             self._directions[study_id] = self._backend.get_study_directions(study_id)
         return self._directions[study_id]
 
     def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        self.flush()
         return self._backend.get_study_user_attrs(study_id)
 
     def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        self.flush()
         return self._backend.get_study_system_attrs(study_id)
 
     def get_all_studies(self) -> list[FrozenStudy]:
+        self.flush()
         return self._backend.get_all_studies()
+
+
+#: Every storage made in this process, so that all of them can be flushed.
+_LIVE: weakref.WeakSet[SoleWriterStorage] = weakref.WeakSet()
+
+
+def flush_studies() -> None:
+    """Wait until every study written through a ``SoleWriterStorage`` in this process
+    holds all its writes (at the end of a search, and at exit)."""
+    for storage in list(_LIVE):
+        storage.flush()
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    # Waits only: a failed write has already been raised to the search.
+    for storage in list(_LIVE):
+        storage._pending.join()
