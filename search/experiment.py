@@ -25,7 +25,7 @@ from analysis.results import load_results, trial_dirs, trial_records, write_resu
 from search.config import ConfigError, ExperimentConfig
 from search.progress import PlanRecorder, TrialProgress
 from search.schedulers import build_scheduler
-from search.study import SoleWriterStorage, StudySearch, flush_studies
+from search.study import SoleWriterStorage, StudySearch, flush_studies, rdb_storage
 from spaces import SearchSpace
 from trainables.data import DataError, load_dataset
 from trainables.launch import LaunchSettings, plan_for_trial, tune_trainable
@@ -210,7 +210,7 @@ def study_storage(url_or_path: str) -> Any:
     from optuna.storages.journal import JournalFileBackend
 
     if "://" in url_or_path:
-        return optuna.storages.RDBStorage(url_or_path)
+        return rdb_storage(url_or_path)
     path = Path(url_or_path).expanduser().resolve()
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
@@ -248,9 +248,9 @@ def _searcher(config: ExperimentConfig, space: SearchSpace, study_url: str) -> A
         points_to_evaluate=points[: config.search.num_samples] if points else None,
         sampler=sampler,
         study_name=config.name,
-        # As ``optuna.create_study`` would (an RDB behind Optuna's write cache), and
-        # read back from memory: the driver is the study's only writer.
-        storage=SoleWriterStorage(optuna.storages.get_storage(study_storage(study_url))),
+        # Read back from memory and written behind: the driver is the study's only
+        # writer (this also does what Optuna's cache in front of an RDB would).
+        storage=SoleWriterStorage(study_storage(study_url)),
     )
 
 

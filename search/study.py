@@ -18,16 +18,27 @@ import threading
 import weakref
 from collections.abc import Callable, Container, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from optuna.distributions import BaseDistribution, check_distribution_compatibility
-from optuna.storages import BaseStorage
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search.optuna import OptunaSearch
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
 
-__all__ = ["SoleWriterStorage", "StudySearch", "flush_studies", "trial_state"]
+__all__ = [
+    "LocalSQLiteStorage",
+    "SoleWriterStorage",
+    "StudySearch",
+    "flush_studies",
+    "on_local_disk",
+    "rdb_storage",
+    "trial_state",
+]
 
 
 def trial_state(
@@ -396,15 +407,97 @@ class SoleWriterStorage(BaseStorage):
         return self._backend.get_all_studies()
 
 
+#: File systems where SQLite's write-ahead log is safe: local disks. Its index is
+#: shared memory, which network file systems (NFS, SMB, Lustre...) cannot share
+#: between machines.
+LOCAL_FILE_SYSTEMS = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "jfs", "tmpfs", "overlay"}
+)
+
+
+def on_local_disk(path: str | Path, mounts: str | Path = "/proc/mounts") -> bool:
+    """Whether ``path`` lies on a local file system (False where that cannot be told,
+    e.g. without ``/proc/mounts``)."""
+    try:
+        lines = Path(mounts).read_text().splitlines()
+    except OSError:
+        return False
+    resolved = Path(path).expanduser().resolve()
+    fstype, longest = None, -1
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # Spaces in mount points are written as \040.
+        mount = Path(fields[1].replace("\\040", " "))
+        if (mount == resolved or mount in resolved.parents) and len(mount.parts) > longest:
+            fstype, longest = fields[2], len(mount.parts)
+    return fstype in LOCAL_FILE_SYSTEMS
+
+
+class LocalSQLiteStorage(RDBStorage):
+    """A SQLite study on a local disk, in WAL mode with ``synchronous=NORMAL``.
+
+    By default every commit waits for the disk twice (~3 ms each here, ~18 commits
+    per trial). In WAL mode a commit appends to the log and only checkpoints wait:
+    a crashed process loses nothing, a power cut at most the last commits, and
+    readers (``phasetune status``, optuna-dashboard) no longer block the writer.
+    """
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self._log_ahead()
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._log_ahead()
+
+    def _log_ahead(self) -> None:
+        event.listen(self.engine, "connect", _wal_pragmas)
+        # Connections opened while the tables were made lack the pragmas.
+        self.engine.dispose()
+
+    def checkpoint(self) -> None:
+        """Move the log into the database file, so that the file alone is the study."""
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _wal_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def rdb_storage(url: str) -> RDBStorage:
+    """Optuna's RDB storage for ``url``; a SQLite file on a local disk in WAL mode."""
+    database = make_url(url).database if url.startswith("sqlite") else None
+    if database and database != ":memory:" and on_local_disk(Path(database).parent):
+        return LocalSQLiteStorage(url)
+    return RDBStorage(url)
+
+
 #: Every storage made in this process, so that all of them can be flushed.
 _LIVE: weakref.WeakSet[SoleWriterStorage] = weakref.WeakSet()
 
 
 def flush_studies() -> None:
     """Wait until every study written through a ``SoleWriterStorage`` in this process
-    holds all its writes (at the end of a search, and at exit)."""
+    holds all its writes, a local SQLite study in its database file alone (at the
+    end of a search).
+
+    Raises:
+        Exception: a write a backend failed; that storage is then left out of later calls.
+    """
     for storage in list(_LIVE):
-        storage.flush()
+        try:
+            storage.flush()
+        except BaseException:
+            _LIVE.discard(storage)
+            raise
+        if isinstance(storage._backend, LocalSQLiteStorage):
+            storage._backend.checkpoint()
 
 
 @atexit.register

@@ -240,6 +240,8 @@ def test_the_sole_writer_storage_writes_behind_the_search_in_order(tmp_path):
 
 
 def test_the_sole_writer_storage_raises_a_failed_write_and_stops_writing(tmp_path):
+    from search.study import flush_studies
+
     gated, storage, study = _study_on_gated_backend(tmp_path)
     gated.fail_on = "x"
     trial = study.ask()
@@ -253,6 +255,10 @@ def test_the_sole_writer_storage_raises_a_failed_write_and_stops_writing(tmp_pat
         trial.suggest_float("z", 0.0, 1.0)
     # The backend holds the writes before the failed one, none after it.
     assert _reader(tmp_path).trials[0].params.keys() == {"lr"}
+    # The end of the search hears of it once; a later search in this process does not.
+    with pytest.raises(OSError, match="disk full"):
+        flush_studies()
+    flush_studies()
 
 
 def test_the_sole_writer_storage_refuses_what_the_backend_would_at_once(tmp_path):
@@ -317,3 +323,55 @@ def test_tpe_models_after_its_startup_trials(tmp_path):
     early = _drawn(tmp_path / "early", 4)
     assert early[:4] == random[:4]
     assert early[4:] != random[4:]
+
+
+def test_only_local_disks_count_as_local(tmp_path):
+    from search.study import on_local_disk
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        "/dev/vda / ext4 rw 0 0\n"
+        "server:/export /mnt/shared nfs4 rw 0 0\n"
+        "/dev/vdb /mnt/shared/scratch xfs rw 0 0\n"
+        "//host/share /mnt/my\\040share cifs rw 0 0\n"
+    )
+    assert on_local_disk("/home/user/results", mounts)
+    assert not on_local_disk("/mnt/shared/results", mounts)
+    assert on_local_disk("/mnt/shared/scratch/results", mounts)  # the longest mount wins
+    assert not on_local_disk("/mnt/my share/results", mounts)
+    assert not on_local_disk("/anything", tmp_path / "no-such-file")  # cannot tell: not local
+
+
+def test_a_local_sqlite_study_logs_ahead_and_ends_in_one_file(tmp_path, monkeypatch):
+    import sqlite3
+
+    from search.study import LocalSQLiteStorage, SoleWriterStorage, flush_studies, rdb_storage
+
+    monkeypatch.setattr("search.study.on_local_disk", lambda path: True)
+    backend = rdb_storage(f"sqlite:///{tmp_path}/local.db")
+    assert isinstance(backend, LocalSQLiteStorage)
+    storage = SoleWriterStorage(backend)
+    configs = _drive(storage, trials=6)
+    with backend.engine.connect() as connection:
+        modes = [
+            connection.exec_driver_sql(f"PRAGMA {p}").scalar()
+            for p in ("journal_mode", "synchronous")
+        ]
+    assert modes == ["wal", 1]  # 1: NORMAL
+    flush_studies()
+    # The database file alone holds the study: the log was moved into it.
+    log = tmp_path / "local.db-wal"
+    assert not log.exists() or log.stat().st_size == 0
+    copy = tmp_path / "copy.db"
+    copy.write_bytes((tmp_path / "local.db").read_bytes())
+    rows = sqlite3.connect(copy).execute("SELECT COUNT(*) FROM trials").fetchone()
+    assert rows == (len(configs),)
+    # Unpickled (a resumed search), it still logs ahead.
+    import pickle
+
+    restored = pickle.loads(pickle.dumps(backend))
+    with restored.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+
+    monkeypatch.setattr("search.study.on_local_disk", lambda path: False)
+    assert type(rdb_storage(f"sqlite:///{tmp_path}/shared.db")).__name__ == "RDBStorage"
