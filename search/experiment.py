@@ -25,7 +25,14 @@ from analysis.results import load_results, trial_dirs, trial_records, write_resu
 from search.config import ConfigError, ExperimentConfig
 from search.progress import PlanRecorder, TrialProgress
 from search.schedulers import build_scheduler
-from search.study import SoleWriterStorage, StudySearch, flush_studies, rdb_storage
+from search.study import (
+    LocalSQLiteStorage,
+    SoleWriterStorage,
+    StudySearch,
+    flush_studies,
+    on_local_disk,
+    rdb_storage,
+)
 from spaces import SearchSpace
 from trainables.data import DataError, load_dataset
 from trainables.launch import LaunchSettings, plan_for_trial, tune_trainable
@@ -215,6 +222,14 @@ def study_storage(url_or_path: str) -> Any:
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
+def _study_on_local_disk(study_url: str, backend: Any) -> bool:
+    """Whether the study (``backend``, from ``study_storage(study_url)``) is a file on a
+    local disk: SQLite in WAL mode, or a journal file."""
+    if isinstance(backend, LocalSQLiteStorage):
+        return True
+    return "://" not in study_url and on_local_disk(Path(study_url).expanduser().parent)
+
+
 def _searcher(config: ExperimentConfig, space: SearchSpace, study_url: str) -> Any:
     import optuna
 
@@ -235,6 +250,8 @@ def _searcher(config: ExperimentConfig, space: SearchSpace, study_url: str) -> A
     else:
         sampler = optuna.samplers.RandomSampler(seed=seed)
     points = space.points_to_evaluate() if config.search.evaluate_baselines else None
+    backend = study_storage(study_url)
+    local = _study_on_local_disk(study_url, backend)
     metric: str | list[str] = "target_score"
     mode: str | list[str] = "max"
     if config.search.objective == "pareto":
@@ -248,9 +265,10 @@ def _searcher(config: ExperimentConfig, space: SearchSpace, study_url: str) -> A
         points_to_evaluate=points[: config.search.num_samples] if points else None,
         sampler=sampler,
         study_name=config.name,
-        # Read back from memory and written behind: the driver is the study's only
-        # writer (this also does what Optuna's cache in front of an RDB would).
-        storage=SoleWriterStorage(study_storage(study_url)),
+        # Read back from memory: the driver is the study's only writer (this also does
+        # what Optuna's cache in front of an RDB would). Writes go behind the search
+        # where each waits on I/O: an RDB server, a network disk.
+        storage=SoleWriterStorage(backend, write_behind=not local),
     )
 
 

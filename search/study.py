@@ -119,33 +119,39 @@ class StudySearch(OptunaSearch):
 
 class SoleWriterStorage(BaseStorage):
     """A study's storage for the one process that writes it: reads of trials come
-    from memory, writes reach the backend from a writer thread.
+    from memory; writes that wait on I/O reach the backend from a writer thread.
 
     The sampler reads every trial back several times per suggestion; from SQLite
     each read costs ~10 ms, and Optuna's own cache still asks the database for the
     trials it holds as unfinished, in case another process wrote them. A trial
     also writes ~18 times (each parameter, each epoch's value, its state and
-    attributes), each its own transaction that waits for the disk (SQLite) or the
-    network (a cluster's RDB). During a search the driver is the study's only
+    attributes), each its own transaction, which on a network disk or a cluster's
+    RDB server waits for the network. During a search the driver is the study's only
     writer (``phasetune status`` and optuna-dashboard only read), so a copy kept in
     step with its own writes is exact, and the writes can follow behind in order.
 
-    - Writes update the copy at once and are queued; one thread applies them to
-      the backend in the order they were made. What the backend would refuse (a
-      finished trial, a parameter whose kind changed) is refused here first.
+    - Writes update the copy at once and are queued (``write_behind``); one
+      thread applies them to the backend in the order they were made. What the
+      backend would refuse (a finished trial, a parameter whose kind changed) is
+      refused here first.
     - A new trial, a waiting trial taken up, and anything about the study go to the
       backend at once, after the queue has drained: the ids come from the backend.
     - ``flush`` waits until the backend holds every write; pickling flushes, so the
       study is never behind a saved searcher, and so does the end of the process.
     - A write the backend fails stops the queue (the backend keeps an exact prefix
       of the writes) and is raised by the next call.
+    - ``write_behind=False`` writes on the caller's thread instead: where a write
+      does not wait on I/O (SQLite's write-ahead log or a journal file on a local
+      disk) a writer thread only contends with the search for the GIL (a tight
+      loop of 200 trials: 74 ms per trial behind, 59 on the caller's thread).
 
     The copy is loaded from the backend on the first read of a study and is not
     pickled: a searcher restored by ``phasetune resume`` reads the study afresh.
     """
 
-    def __init__(self, backend: BaseStorage) -> None:
+    def __init__(self, backend: BaseStorage, write_behind: bool = True) -> None:
         self._backend = backend
+        self._write_behind = write_behind
         self._trials: dict[int, list[FrozenTrial]] = {}  # study id -> trials by number
         self._where: dict[int, tuple[int, int]] = {}  # trial id -> (study id, number)
         self._distributions: dict[int, dict[str, BaseDistribution]] = {}  # study id -> first
@@ -157,10 +163,10 @@ class SoleWriterStorage(BaseStorage):
 
     def __getstate__(self) -> dict[str, Any]:
         self.flush()
-        return {"_backend": self._backend}
+        return {"backend": self._backend, "write_behind": self._write_behind}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["_backend"])
+        self.__init__(**state)
 
     # The writer thread.
 
@@ -179,6 +185,9 @@ class SoleWriterStorage(BaseStorage):
 
     def _queue(self, write: Callable[..., Any], *args: Any) -> None:
         self._raise_failure()
+        if not self._write_behind:
+            write(*args)
+            return
         if self._writer is None:
             self._writer = threading.Thread(
                 target=self._write_in_order, name="phasetune-study-writer", daemon=True

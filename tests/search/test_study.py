@@ -115,12 +115,15 @@ def _stored(storage) -> list[tuple]:
     ]
 
 
+@pytest.mark.parametrize("write_behind", [True, False])
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
-def test_the_sole_writer_storage_suggests_and_stores_what_its_backend_would(kind, tmp_path):
+def test_the_sole_writer_storage_suggests_and_stores_what_its_backend_would(
+    kind, write_behind, tmp_path
+):
     from search.study import SoleWriterStorage
 
     plain = _drive(_backend(kind, tmp_path / "plain"))
-    storage = SoleWriterStorage(_backend(kind, tmp_path / "mirrored"))
+    storage = SoleWriterStorage(_backend(kind, tmp_path / "mirrored"), write_behind=write_behind)
     assert _drive(storage) == plain
     storage.flush()
     stored = _stored(_backend(kind, tmp_path / "mirrored"))
@@ -375,3 +378,25 @@ def test_a_local_sqlite_study_logs_ahead_and_ends_in_one_file(tmp_path, monkeypa
 
     monkeypatch.setattr("search.study.on_local_disk", lambda path: False)
     assert type(rdb_storage(f"sqlite:///{tmp_path}/shared.db")).__name__ == "RDBStorage"
+
+
+@pytest.mark.parametrize(
+    ("study", "local", "write_behind"),
+    [
+        ("sqlite:///{tmp}/study.db", True, False),  # the write-ahead log: no wait on I/O
+        ("sqlite:///{tmp}/study.db", False, True),  # a network disk: writes go behind
+        ("{tmp}/study.journal", True, False),
+        ("{tmp}/study.journal", False, True),
+    ],
+)
+def test_the_search_writes_behind_only_where_writes_wait_on_io(
+    tmp_path, monkeypatch, study, local, write_behind
+):
+    from search.config import ExperimentConfig
+    from search.experiment import _searcher
+
+    monkeypatch.setattr("search.study.on_local_disk", lambda path: local)
+    monkeypatch.setattr("search.experiment.on_local_disk", lambda path: local)
+    config = ExperimentConfig()
+    searcher = _searcher(config, config.search_space(), study.format(tmp=tmp_path))
+    assert searcher._ot_study._storage._write_behind is write_behind
