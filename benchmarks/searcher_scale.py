@@ -38,7 +38,6 @@ from ray.tune.search.optuna import OptunaSearch
 from search.config import ExperimentConfig, load_experiment
 from search.experiment import _max_epochs, _result_loggers, _searcher, ray_running
 from search.schedulers import build_scheduler
-from search.study import flush_studies
 from spaces import SearchSpace
 
 #: Epochs each dummy trial reports: past ASHA's first rung (grace_period 2), so the
@@ -249,8 +248,6 @@ def run_one(
             ),
         )
         results = tuner.fit()
-        # Until the study holds every write, as a search waits before its results.
-        flush_studies()
         wall = time.perf_counter() - started
     errors = [result for result in results if result.error is not None]
     if errors or len(results) != trials:

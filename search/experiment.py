@@ -25,14 +25,7 @@ from analysis.results import load_results, trial_dirs, trial_records, write_resu
 from search.config import ConfigError, ExperimentConfig
 from search.progress import PlanRecorder, TrialProgress
 from search.schedulers import build_scheduler
-from search.study import (
-    LocalSQLiteStorage,
-    SoleWriterStorage,
-    StudySearch,
-    flush_studies,
-    on_local_disk,
-    rdb_storage,
-)
+from search.study import SoleWriterStorage, StudySearch, checkpoint_study, rdb_storage
 from spaces import SearchSpace
 from trainables.data import DataError, load_dataset
 from trainables.launch import LaunchSettings, plan_for_trial, tune_trainable
@@ -222,14 +215,6 @@ def study_storage(url_or_path: str) -> Any:
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
-def _study_on_local_disk(study_url: str, backend: Any) -> bool:
-    """Whether the study (``backend``, from ``study_storage(study_url)``) is a file on a
-    local disk: SQLite in WAL mode, or a journal file."""
-    if isinstance(backend, LocalSQLiteStorage):
-        return True
-    return "://" not in study_url and on_local_disk(Path(study_url).expanduser().parent)
-
-
 def _searcher(config: ExperimentConfig, space: SearchSpace, study_url: str) -> Any:
     import optuna
 
@@ -250,8 +235,6 @@ def _searcher(config: ExperimentConfig, space: SearchSpace, study_url: str) -> A
     else:
         sampler = optuna.samplers.RandomSampler(seed=seed)
     points = space.points_to_evaluate() if config.search.evaluate_baselines else None
-    backend = study_storage(study_url)
-    local = _study_on_local_disk(study_url, backend)
     metric: str | list[str] = "target_score"
     mode: str | list[str] = "max"
     if config.search.objective == "pareto":
@@ -266,9 +249,8 @@ def _searcher(config: ExperimentConfig, space: SearchSpace, study_url: str) -> A
         sampler=sampler,
         study_name=config.name,
         # Read back from memory: the driver is the study's only writer (this also does
-        # what Optuna's cache in front of an RDB would). Writes go behind the search
-        # where each waits on I/O: an RDB server, a network disk.
-        storage=SoleWriterStorage(backend, write_behind=not local),
+        # what Optuna's cache in front of an RDB would).
+        storage=SoleWriterStorage(study_storage(study_url)),
     )
 
 
@@ -377,8 +359,7 @@ def run_search(
         store.make()
         settings = launch_settings(config, store)
         store.write_text("experiment.yaml", _dump_yaml(config.model_dump(mode="json")))
-        # A remote storage.path without storage.study is refused by the config.
-        study_url = config.storage.study or f"sqlite:///{Path(store.location) / 'study.db'}"
+        study_url = _study_url(config, store)
         filesystem, storage_path = filesystem_and_path(store.location)
         tuner = tune.Tuner(
             tune_trainable(settings),
@@ -418,6 +399,11 @@ def run_search(
     return _finish(config, store, started)
 
 
+def _study_url(config: ExperimentConfig, store: ExperimentStore) -> str:
+    # A remote storage.path without storage.study is refused by the config.
+    return config.storage.study or f"sqlite:///{Path(store.location) / 'study.db'}"
+
+
 def launch_settings(config: ExperimentConfig, store: ExperimentStore) -> LaunchSettings:
     """What every trial of ``config``'s search shares (locations as paths or URIs, so
     trials on any node write to the same experiment)."""
@@ -440,8 +426,8 @@ def _finish(config: ExperimentConfig, store: ExperimentStore, started: float) ->
     """Rank the results, export the best trial and write the result files."""
     import time
 
-    # The study's last writes may still be on their way (see SoleWriterStorage).
-    flush_studies()
+    # A local SQLite study's last writes sit in its write-ahead log until folded back.
+    checkpoint_study(_study_url(config, store))
     # Ranked from the files the trials wrote, as `phasetune analyze` reads them, so
     # a finished search and a later analysis agree on every status and metric.
     tables = load_results(store.location)

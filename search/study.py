@@ -10,18 +10,16 @@ user attribute), and only finished plans are COMPLETE.
 
 from __future__ import annotations
 
-import atexit
+import contextlib
 import copy
 import math
-import queue
-import threading
-import weakref
-from collections.abc import Callable, Container, Sequence
+import sqlite3
+from collections.abc import Container, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from optuna.distributions import BaseDistribution, check_distribution_compatibility
+from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
@@ -34,7 +32,8 @@ __all__ = [
     "LocalSQLiteStorage",
     "SoleWriterStorage",
     "StudySearch",
-    "flush_studies",
+    "checkpoint_study",
+    "local_sqlite_file",
     "on_local_disk",
     "rdb_storage",
     "trial_state",
@@ -118,107 +117,41 @@ class StudySearch(OptunaSearch):
 
 
 class SoleWriterStorage(BaseStorage):
-    """A study's storage for the one process that writes it: reads of trials come
-    from memory; writes that wait on I/O reach the backend from a writer thread.
+    """A study's storage for the one process that writes it: writes go through at
+    once, reads of trials come from memory.
 
     The sampler reads every trial back several times per suggestion; from SQLite
     each read costs ~10 ms, and Optuna's own cache still asks the database for the
-    trials it holds as unfinished, in case another process wrote them. A trial
-    also writes ~18 times (each parameter, each epoch's value, its state and
-    attributes), each its own transaction, which on a network disk or a cluster's
-    RDB server waits for the network. During a search the driver is the study's only
-    writer (``phasetune status`` and optuna-dashboard only read), so a copy kept in
-    step with its own writes is exact, and the writes can follow behind in order.
-
-    - Writes update the copy at once and are queued (``write_behind``); one
-      thread applies them to the backend in the order they were made. What the
-      backend would refuse (a finished trial, a parameter whose kind changed) is
-      refused here first.
-    - A new trial, a waiting trial taken up, and anything about the study go to the
-      backend at once, after the queue has drained: the ids come from the backend.
-    - ``flush`` waits until the backend holds every write; pickling flushes, so the
-      study is never behind a saved searcher, and so does the end of the process.
-    - A write the backend fails stops the queue (the backend keeps an exact prefix
-      of the writes) and is raised by the next call.
-    - ``write_behind=False`` writes on the caller's thread instead: where a write
-      does not wait on I/O (SQLite's write-ahead log or a journal file on a local
-      disk) a writer thread only contends with the search for the GIL (a tight
-      loop of 200 trials: 74 ms per trial behind, 59 on the caller's thread).
-
-    The copy is loaded from the backend on the first read of a study and is not
-    pickled: a searcher restored by ``phasetune resume`` reads the study afresh.
+    trials it holds as unfinished, in case another process wrote them. During a
+    search the driver is the study's only writer (``phasetune status`` and
+    optuna-dashboard only read), so a copy kept in step with its own writes is
+    exact. Every write reaches the backend before the copy, so the backend always
+    holds at least what the copy does. The copy is loaded from the backend on the
+    first read of a study and is not pickled: a searcher restored by ``phasetune
+    resume`` reads the study afresh.
     """
 
-    def __init__(self, backend: BaseStorage, write_behind: bool = True) -> None:
+    def __init__(self, backend: BaseStorage) -> None:
         self._backend = backend
-        self._write_behind = write_behind
         self._trials: dict[int, list[FrozenTrial]] = {}  # study id -> trials by number
         self._where: dict[int, tuple[int, int]] = {}  # trial id -> (study id, number)
-        self._distributions: dict[int, dict[str, BaseDistribution]] = {}  # study id -> first
         self._directions: dict[int, list[StudyDirection]] = {}
-        self._pending: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]]] = queue.Queue()
-        self._writer: threading.Thread | None = None
-        self._failure: BaseException | None = None
-        _LIVE.add(self)
 
     def __getstate__(self) -> dict[str, Any]:
-        self.flush()
-        return {"backend": self._backend, "write_behind": self._write_behind}
+        return {"_backend": self._backend}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)
+        self.__init__(state["_backend"])
 
-    # The writer thread.
-
-    def flush(self) -> None:
-        """Wait until the backend holds every write made so far.
-
-        Raises:
-            Exception: the first write the backend failed, as it raised it.
-        """
-        self._pending.join()
-        self._raise_failure()
-
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise self._failure
-
-    def _queue(self, write: Callable[..., Any], *args: Any) -> None:
-        self._raise_failure()
-        if not self._write_behind:
-            write(*args)
-            return
-        if self._writer is None:
-            self._writer = threading.Thread(
-                target=self._write_in_order, name="phasetune-study-writer", daemon=True
-            )
-            self._writer.start()
-        self._pending.put((write, args))
-
-    def _write_in_order(self) -> None:
-        while True:
-            write, args = self._pending.get()
-            try:
-                if self._failure is None:
-                    write(*args)
-            except BaseException as error:  # noqa: BLE001 - raised by the caller's next call
-                self._failure = error
-            finally:
-                self._pending.task_done()
-
-    # Trials: reads from the copy, writes to the copy and then, queued, the backend.
+    # Trials: reads from the copy, writes to the backend and then the copy.
 
     def _study_trials(self, study_id: int) -> list[FrozenTrial]:
         if study_id not in self._trials:
-            self.flush()
             # Copies: Optuna edits the trials it is handed, the backend's own included.
             trials = self._backend.get_all_trials(study_id, deepcopy=True)
             self._trials[study_id] = sorted(trials, key=lambda trial: trial.number)
-            known = self._distributions[study_id] = {}
             for trial in trials:
                 self._where[trial._trial_id] = (study_id, trial.number)
-                for name, distribution in trial.distributions.items():
-                    known.setdefault(name, distribution)
         return self._trials[study_id]
 
     def _cached(self, trial_id: int) -> FrozenTrial | None:
@@ -227,41 +160,22 @@ class SoleWriterStorage(BaseStorage):
         study_id, number = self._where[trial_id]
         return self._trials[study_id][number]
 
-    def _updatable(self, trial_id: int) -> FrozenTrial | None:
-        """The copy's trial, refused if finished (as the backend would); None if the
-        copy does not hold it (a study not read here), after the queue has drained."""
-        self._raise_failure()
-        trial = self._cached(trial_id)
-        if trial is None:
-            self.flush()
-        else:
-            self.check_trial_is_updatable(trial_id, trial.state)
-        return trial
-
     def _replace(self, trial: FrozenTrial) -> None:
         # A new object, never an edit: lists handed out earlier stay as they were.
         study_id, number = self._where[trial._trial_id]
         self._trials[study_id][number] = trial
 
-    def _write(
-        self, trial_id: int, write: Callable[..., Any], *args: Any, **entries: dict[Any, Any]
-    ) -> None:
-        """Add ``entries`` to the copy's dict attributes of the trial (new dicts), and
-        queue ``write(trial_id, *args)``; straight to the backend for a trial the copy
-        does not hold."""
-        trial = self._updatable(trial_id)
-        if trial is None:
-            write(trial_id, *args)
-            return
-        trial = copy.copy(trial)
-        for attribute, added in entries.items():
-            setattr(trial, attribute, {**getattr(trial, attribute), **added})
-        self._replace(trial)
-        self._queue(write, trial_id, *args)
+    def _merge(self, trial_id: int, **entries: dict[Any, Any]) -> None:
+        """Add ``entries`` to the copy's dict attributes of the trial (new dicts)."""
+        trial = self._cached(trial_id)
+        if trial is not None:
+            trial = copy.copy(trial)
+            for attribute, added in entries.items():
+                setattr(trial, attribute, {**getattr(trial, attribute), **added})
+            self._replace(trial)
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         trials = self._study_trials(study_id)
-        self.flush()
         trial_id = self._backend.create_new_trial(study_id, template_trial)
         trial = copy.deepcopy(self._backend.get_trial(trial_id))
         if trial.number != len(trials):  # someone else wrote the study: read it again
@@ -270,8 +184,6 @@ class SoleWriterStorage(BaseStorage):
         else:
             trials.append(trial)
             self._where[trial_id] = (study_id, trial.number)
-            for name, distribution in trial.distributions.items():
-                self._distributions[study_id].setdefault(name, distribution)
         return trial_id
 
     def set_trial_param(
@@ -281,17 +193,9 @@ class SoleWriterStorage(BaseStorage):
         param_value_internal: float,
         distribution: BaseDistribution,
     ) -> None:
-        if trial_id in self._where:
-            # The backend refuses a parameter whose kind differs from the study's.
-            known = self._distributions[self._where[trial_id][0]]
-            check_distribution_compatibility(known.get(param_name, distribution), distribution)
-            known.setdefault(param_name, distribution)
-        self._write(
+        self._backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        self._merge(
             trial_id,
-            self._backend.set_trial_param,
-            param_name,
-            param_value_internal,
-            distribution,
             params={param_name: distribution.to_external_repr(param_value_internal)},
             distributions={param_name: distribution},
         )
@@ -299,14 +203,8 @@ class SoleWriterStorage(BaseStorage):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
-        trial = self._updatable(trial_id)
-        if trial is None or state == TrialState.RUNNING:
-            # Taking up a waiting trial: the backend says whether it still waits.
-            self.flush()
-            changed = self._backend.set_trial_state_values(trial_id, state, values)
-        else:
-            changed = True
-            self._queue(self._backend.set_trial_state_values, trial_id, state, values)
+        changed = self._backend.set_trial_state_values(trial_id, state, values)
+        trial = self._cached(trial_id)
         if changed and trial is not None:
             trial = copy.copy(trial)
             trial.state = state
@@ -322,30 +220,20 @@ class SoleWriterStorage(BaseStorage):
     def set_trial_intermediate_value(
         self, trial_id: int, step: int, intermediate_value: float
     ) -> None:
-        self._write(
-            trial_id,
-            self._backend.set_trial_intermediate_value,
-            step,
-            intermediate_value,
-            intermediate_values={step: intermediate_value},
-        )
+        self._backend.set_trial_intermediate_value(trial_id, step, intermediate_value)
+        self._merge(trial_id, intermediate_values={step: intermediate_value})
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._write(
-            trial_id, self._backend.set_trial_user_attr, key, value, user_attrs={key: value}
-        )
+        self._backend.set_trial_user_attr(trial_id, key, value)
+        self._merge(trial_id, user_attrs={key: value})
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._write(
-            trial_id, self._backend.set_trial_system_attr, key, value, system_attrs={key: value}
-        )
+        self._backend.set_trial_system_attr(trial_id, key, value)
+        self._merge(trial_id, system_attrs={key: value})
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         trial = self._cached(trial_id)
-        if trial is not None:
-            return trial
-        self.flush()
-        return self._backend.get_trial(trial_id)
+        return trial if trial is not None else self._backend.get_trial(trial_id)
 
     def get_all_trials(
         self,
@@ -361,58 +249,45 @@ class SoleWriterStorage(BaseStorage):
         trials = self._study_trials(study_id)
         if 0 <= trial_number < len(trials):
             return trials[trial_number]._trial_id
-        self.flush()
         return self._backend.get_trial_id_from_study_id_trial_number(study_id, trial_number)
 
-    # Studies: straight to the backend once the queue has drained (rarely called);
-    # directions kept once read.
+    # Studies: straight to the backend (rarely called), directions kept once read.
 
     def create_new_study(
         self, directions: Sequence[StudyDirection], study_name: str | None = None
     ) -> int:
-        self.flush()
         return self._backend.create_new_study(directions, study_name)
 
     def delete_study(self, study_id: int) -> None:
-        self.flush()
         self._backend.delete_study(study_id)
         for trial in self._trials.pop(study_id, []):
             self._where.pop(trial._trial_id, None)
-        self._distributions.pop(study_id, None)
         self._directions.pop(study_id, None)
 
     def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
-        self.flush()
         self._backend.set_study_user_attr(study_id, key, value)
 
     def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
-        self.flush()
         self._backend.set_study_system_attr(study_id, key, value)
 
     def get_study_id_from_name(self, study_name: str) -> int:
-        self.flush()
         return self._backend.get_study_id_from_name(study_name)
 
     def get_study_name_from_id(self, study_id: int) -> str:
-        self.flush()
         return self._backend.get_study_name_from_id(study_id)
 
     def get_study_directions(self, study_id: int) -> list[StudyDirection]:
         if study_id not in self._directions:
-            self.flush()
             self._directions[study_id] = self._backend.get_study_directions(study_id)
         return self._directions[study_id]
 
     def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
-        self.flush()
         return self._backend.get_study_user_attrs(study_id)
 
     def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
-        self.flush()
         return self._backend.get_study_system_attrs(study_id)
 
     def get_all_studies(self) -> list[FrozenStudy]:
-        self.flush()
         return self._backend.get_all_studies()
 
 
@@ -466,11 +341,6 @@ class LocalSQLiteStorage(RDBStorage):
         # Connections opened while the tables were made lack the pragmas.
         self.engine.dispose()
 
-    def checkpoint(self) -> None:
-        """Move the log into the database file, so that the file alone is the study."""
-        with self.engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-
 
 def _wal_pragmas(connection: Any, _record: Any) -> None:
     cursor = connection.cursor()
@@ -479,38 +349,23 @@ def _wal_pragmas(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def rdb_storage(url: str) -> RDBStorage:
-    """Optuna's RDB storage for ``url``; a SQLite file on a local disk in WAL mode."""
+def local_sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite ``url`` on a local disk; None for anything else."""
     database = make_url(url).database if url.startswith("sqlite") else None
     if database and database != ":memory:" and on_local_disk(Path(database).parent):
-        return LocalSQLiteStorage(url)
-    return RDBStorage(url)
+        return Path(database)
+    return None
 
 
-#: Every storage made in this process, so that all of them can be flushed.
-_LIVE: weakref.WeakSet[SoleWriterStorage] = weakref.WeakSet()
+def rdb_storage(url: str) -> RDBStorage:
+    """Optuna's RDB storage for ``url``; a SQLite file on a local disk in WAL mode."""
+    return LocalSQLiteStorage(url) if local_sqlite_file(url) else RDBStorage(url)
 
 
-def flush_studies() -> None:
-    """Wait until every study written through a ``SoleWriterStorage`` in this process
-    holds all its writes, a local SQLite study in its database file alone (at the
-    end of a search).
-
-    Raises:
-        Exception: a write a backend failed; that storage is then left out of later calls.
-    """
-    for storage in list(_LIVE):
-        try:
-            storage.flush()
-        except BaseException:
-            _LIVE.discard(storage)
-            raise
-        if isinstance(storage._backend, LocalSQLiteStorage):
-            storage._backend.checkpoint()
-
-
-@atexit.register
-def _drain_at_exit() -> None:
-    # Waits only: a failed write has already been raised to the search.
-    for storage in list(_LIVE):
-        storage._pending.join()
+def checkpoint_study(study: str) -> None:
+    """Fold a local SQLite study's write-ahead log back into its database file, so
+    that the file alone is the study (at the end of a search)."""
+    database = local_sqlite_file(study)
+    if database is not None and database.exists():
+        with contextlib.closing(sqlite3.connect(database)) as connection:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -115,17 +115,13 @@ def _stored(storage) -> list[tuple]:
     ]
 
 
-@pytest.mark.parametrize("write_behind", [True, False])
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
-def test_the_sole_writer_storage_suggests_and_stores_what_its_backend_would(
-    kind, write_behind, tmp_path
-):
+def test_the_sole_writer_storage_suggests_and_stores_what_its_backend_would(kind, tmp_path):
     from search.study import SoleWriterStorage
 
     plain = _drive(_backend(kind, tmp_path / "plain"))
-    storage = SoleWriterStorage(_backend(kind, tmp_path / "mirrored"), write_behind=write_behind)
+    storage = SoleWriterStorage(_backend(kind, tmp_path / "mirrored"))
     assert _drive(storage) == plain
-    storage.flush()
     stored = _stored(_backend(kind, tmp_path / "mirrored"))
     assert stored == _stored(_backend(kind, tmp_path / "plain"))
     # Its copy holds what the backend holds.
@@ -169,115 +165,6 @@ def test_the_sole_writer_storage_rereads_a_study_written_elsewhere(tmp_path):
     study.enqueue_trial({"x": 3.0})
     numbers = [t.number for t in storage.get_all_trials(study._study_id)]
     assert numbers == [0, 1, 2]
-
-
-def _plain(backend):
-    return backend
-
-
-class _GatedBackend:
-    """A backend whose trial writes wait until the test opens the gate, or fail."""
-
-    def __init__(self, backend) -> None:
-        import threading
-
-        self._backend = backend
-        self.gate = threading.Event()
-        self.fail_on: str | None = None
-
-    def __reduce__(self):
-        # Unpickled as the plain backend: the gate stays with the test.
-        return _plain, (self._backend,)
-
-    def __getattr__(self, name):
-        attribute = getattr(self._backend, name)
-        if not name.startswith("set_trial_") or name == "set_trial_state_values":
-            return attribute
-
-        def write(trial_id, key, *args):
-            if not self.gate.wait(timeout=10):
-                raise AssertionError(f"{name} waited on the search's thread, not behind it")
-            if key == self.fail_on:
-                raise OSError(f"disk full while writing {key}")
-            return attribute(trial_id, key, *args)
-
-        return write
-
-
-def _study_on_gated_backend(tmp_path):
-    import optuna
-
-    from search.study import SoleWriterStorage
-
-    gated = _GatedBackend(_backend("sqlite", tmp_path / "s"))
-    storage = SoleWriterStorage(gated)
-    study = optuna.create_study(study_name="mirror", storage=storage)
-    return gated, storage, study
-
-
-def _reader(tmp_path):
-    import optuna
-
-    return optuna.load_study(study_name="mirror", storage=_backend("sqlite", tmp_path / "s"))
-
-
-def test_the_sole_writer_storage_writes_behind_the_search_in_order(tmp_path):
-    import pickle
-
-    gated, storage, study = _study_on_gated_backend(tmp_path)
-    trial = study.ask()
-    trial.suggest_float("lr", 1e-4, 1e-2, log=True)
-    trial.report(0.5, 1)
-    trial.set_user_attr("epochs", 1)
-    # The search goes on while the backend waits: its reads come from the copy.
-    assert study.trials[0].params.keys() == {"lr"}
-    assert study.trials[0].intermediate_values == {1: 0.5}
-    assert _reader(tmp_path).trials[0].params == {}
-
-    gated.gate.set()
-    restored = pickle.loads(pickle.dumps(storage))  # pickling waits for the backend
-    stored = _reader(tmp_path).trials[0]
-    assert stored.params == study.trials[0].params
-    assert (stored.intermediate_values, stored.user_attrs) == ({1: 0.5}, {"epochs": 1})
-    assert restored.get_all_trials(study._study_id)[0].params == stored.params
-
-
-def test_the_sole_writer_storage_raises_a_failed_write_and_stops_writing(tmp_path):
-    from search.study import flush_studies
-
-    gated, storage, study = _study_on_gated_backend(tmp_path)
-    gated.fail_on = "x"
-    trial = study.ask()
-    trial.suggest_float("lr", 1e-4, 1e-2)
-    trial.suggest_float("x", 0.0, 1.0)
-    trial.suggest_float("y", 0.0, 1.0)
-    gated.gate.set()
-    with pytest.raises(OSError, match="disk full while writing x"):
-        storage.flush()
-    with pytest.raises(OSError, match="disk full"):
-        trial.suggest_float("z", 0.0, 1.0)
-    # The backend holds the writes before the failed one, none after it.
-    assert _reader(tmp_path).trials[0].params.keys() == {"lr"}
-    # The end of the search hears of it once; a later search in this process does not.
-    with pytest.raises(OSError, match="disk full"):
-        flush_studies()
-    flush_studies()
-
-
-def test_the_sole_writer_storage_refuses_what_the_backend_would_at_once(tmp_path):
-    import optuna
-
-    gated, storage, study = _study_on_gated_backend(tmp_path)
-    gated.gate.set()
-    trial = study.ask()
-    trial.suggest_float("lr", 1e-4, 1e-2)
-    study.tell(trial, 0.3)
-    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-        storage.set_trial_user_attr(trial._trial_id, "late", True)
-    with pytest.raises(ValueError, match="different distribution kind"):
-        study.ask().suggest_categorical("lr", ["a", "b"])
-    storage.flush()
-    assert _reader(tmp_path).trials[0].user_attrs == {}
 
 
 @pytest.mark.parametrize(
@@ -348,7 +235,7 @@ def test_only_local_disks_count_as_local(tmp_path):
 def test_a_local_sqlite_study_logs_ahead_and_ends_in_one_file(tmp_path, monkeypatch):
     import sqlite3
 
-    from search.study import LocalSQLiteStorage, SoleWriterStorage, flush_studies, rdb_storage
+    from search.study import LocalSQLiteStorage, SoleWriterStorage, checkpoint_study, rdb_storage
 
     monkeypatch.setattr("search.study.on_local_disk", lambda path: True)
     backend = rdb_storage(f"sqlite:///{tmp_path}/local.db")
@@ -361,9 +248,10 @@ def test_a_local_sqlite_study_logs_ahead_and_ends_in_one_file(tmp_path, monkeypa
             for p in ("journal_mode", "synchronous")
         ]
     assert modes == ["wal", 1]  # 1: NORMAL
-    flush_studies()
-    # The database file alone holds the study: the log was moved into it.
     log = tmp_path / "local.db-wal"
+    assert log.stat().st_size > 0  # the connection is still open: the log holds the trials
+    checkpoint_study(f"sqlite:///{tmp_path}/local.db")
+    # The database file alone holds the study: the log was moved into it.
     assert not log.exists() or log.stat().st_size == 0
     copy = tmp_path / "copy.db"
     copy.write_bytes((tmp_path / "local.db").read_bytes())
@@ -378,25 +266,4 @@ def test_a_local_sqlite_study_logs_ahead_and_ends_in_one_file(tmp_path, monkeypa
 
     monkeypatch.setattr("search.study.on_local_disk", lambda path: False)
     assert type(rdb_storage(f"sqlite:///{tmp_path}/shared.db")).__name__ == "RDBStorage"
-
-
-@pytest.mark.parametrize(
-    ("study", "local", "write_behind"),
-    [
-        ("sqlite:///{tmp}/study.db", True, False),  # the write-ahead log: no wait on I/O
-        ("sqlite:///{tmp}/study.db", False, True),  # a network disk: writes go behind
-        ("{tmp}/study.journal", True, False),
-        ("{tmp}/study.journal", False, True),
-    ],
-)
-def test_the_search_writes_behind_only_where_writes_wait_on_io(
-    tmp_path, monkeypatch, study, local, write_behind
-):
-    from search.config import ExperimentConfig
-    from search.experiment import _searcher
-
-    monkeypatch.setattr("search.study.on_local_disk", lambda path: local)
-    monkeypatch.setattr("search.experiment.on_local_disk", lambda path: local)
-    config = ExperimentConfig()
-    searcher = _searcher(config, config.search_space(), study.format(tmp=tmp_path))
-    assert searcher._ot_study._storage._write_behind is write_behind
+    checkpoint_study("postgresql://user@nowhere/db")  # not SQLite: nothing to fold back
