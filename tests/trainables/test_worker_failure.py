@@ -25,9 +25,12 @@ def _train_worker_pids() -> list[int]:
     Asks that cluster's state API, so workers of any other Ray on the machine (another
     test's head node, a user's cluster) never count.
     """
+    import ray
     from ray.util.state import list_actors
 
     actors = list_actors(
+        # Named: with no address the state API refuses to choose among several Rays.
+        address=ray.get_runtime_context().gcs_address,
         filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
         raise_on_missing_output=False,
     )
