@@ -11,8 +11,8 @@ signs), with the same trial budget and seed:
   alternative);
 - ``tpe+fifo``: TPE alone, every trial runs its whole plan.
 
-TPE draws its first trials (``search.startup_trials``: a quarter of the budget, 4 to
-10) from a random sampler with the same seed, so the three searches without baselines
+TPE draws its first ``--startup-trials`` trials (``search.startup_trials``, default 10)
+from a random sampler with the same seed, so the three searches without baselines
 start from the same recipes; TPE models from then on.
 
 The target is ``val/acc >= --target`` (default 0.75), not the quickstart's ``nsl``
@@ -38,6 +38,7 @@ narrowed over all of the trial's reports) plus that epoch's ``time_total_s``.
 
     python benchmarks/search_efficiency.py                 # 12 trials, 2 seeds, epoch_scale 0.5
     python benchmarks/search_efficiency.py --scheduler phase_asha --trials 30 --seeds 5
+    python benchmarks/search_efficiency.py --startup-trials 4
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ def run(
     target: float,
     scheduler: str = "asha",
     tiny: bool = False,
+    startup_trials: int = 10,
 ) -> dict[str, Any]:
     """Run the four searches for seeds ``0 .. seeds-1``.
 
@@ -168,7 +170,9 @@ def run(
         ``rows``: one per seed and variant; ``summary``: per variant, over the seeds.
     """
     base = load_experiment(None).model_dump()
-    base["search"].update(num_samples=trials, epoch_scale=epoch_scale)
+    base["search"].update(
+        num_samples=trials, epoch_scale=epoch_scale, startup_trials=startup_trials
+    )
     base["dataset"]["num_samples"] = samples
     base["targets"] = [
         {
@@ -283,6 +287,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2400, help="data set size")
     parser.add_argument("--target", type=float, default=0.75, help="val/acc threshold")
     parser.add_argument("--scheduler", choices=("asha", "phase_asha"), default="asha")
+    parser.add_argument(
+        "--startup-trials", type=int, default=10, help="TPE's random trials before it models"
+    )
     parser.add_argument("--tiny", action="store_true", help="smallest size (smoke test)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
@@ -294,6 +301,7 @@ def main() -> None:
         args.target,
         args.scheduler,
         args.tiny,
+        args.startup_trials,
     )
     _print(result, args.trials, args.epoch_scale)
     if args.json:

@@ -325,9 +325,10 @@ class SearchConfig(_Section):
     num_samples: int = Field(12, ge=1, le=100_000)
     sampler: Literal["tpe", "random"] = "tpe"
     #: TPE: finished trials (baselines included) before it models; the ones before are
-    #: drawn at random. None: a quarter of ``num_samples``, at least 4 and at most
-    #: Optuna's default 10, so a small budget is not spent mostly on random draws.
-    startup_trials: int | None = Field(None, ge=1)
+    #: drawn at random. Optuna's default 10: with 4 of the quickstart's 12, TPE
+    #: learned from single-phase trials ASHA had cut short and never found the
+    #: recipe 10 finds (docs/benchmarks.md).
+    startup_trials: int = Field(10, ge=1)
     scheduler: Literal["asha", "phase_asha", "median", "fifo"] = "asha"
     max_concurrent_trials: int | None = Field(None, ge=1)
     seed: int = Field(0, ge=0)
@@ -342,12 +343,6 @@ class SearchConfig(_Section):
     #: front shows the trade-offs between tasks). Schedulers and ranking still use
     #: ``target_score``.
     objective: Literal["target_score", "pareto"] = "target_score"
-
-    def tpe_startup_trials(self) -> int:
-        """How many finished trials TPE waits for before it models (see ``startup_trials``)."""
-        if self.startup_trials is not None:
-            return self.startup_trials
-        return min(10, max(4, self.num_samples // 4))
 
 
 class ResourcesConfig(_Section):

@@ -230,7 +230,7 @@ def _searcher(config: ExperimentConfig, space: SearchSpace, study_url: str) -> A
                 seed=seed,
                 multivariate=True,
                 group=True,
-                n_startup_trials=config.search.tpe_startup_trials(),
+                n_startup_trials=config.search.startup_trials,
             )
     else:
         sampler = optuna.samplers.RandomSampler(seed=seed)

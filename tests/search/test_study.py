@@ -167,18 +167,7 @@ def test_the_sole_writer_storage_rereads_a_study_written_elsewhere(tmp_path):
     assert numbers == [0, 1, 2]
 
 
-@pytest.mark.parametrize(
-    ("num_samples", "startup_trials", "expected"),
-    [(12, None, 4), (8, None, 4), (30, None, 7), (200, None, 10), (12, 2, 2), (12, 20, 20)],
-)
-def test_tpe_startup_trials_follow_the_budget(num_samples, startup_trials, expected):
-    from search.config import SearchConfig
-
-    search = SearchConfig(num_samples=num_samples, startup_trials=startup_trials)
-    assert search.tpe_startup_trials() == expected
-
-
-def _drawn(tmp_path, startup_trials: int | None, sampler: str = "tpe") -> list[dict]:
+def _drawn(tmp_path, startup_trials: int, sampler: str = "tpe") -> list[dict]:
     """Six configs from the search's own searcher, without baselines, each told a
     score that favours low learning rates."""
     from search.config import ExperimentConfig
@@ -207,7 +196,7 @@ def _drawn(tmp_path, startup_trials: int | None, sampler: str = "tpe") -> list[d
 
 
 def test_tpe_models_after_its_startup_trials(tmp_path):
-    random = _drawn(tmp_path / "random", None, sampler="random")
+    random = _drawn(tmp_path / "random", 10, sampler="random")
     # Until its startup trials have finished, TPE draws what the random sampler draws.
     assert _drawn(tmp_path / "late", 10) == random
     early = _drawn(tmp_path / "early", 4)
