@@ -39,6 +39,7 @@ narrowed over all of the trial's reports) plus that epoch's ``time_total_s``.
     python benchmarks/search_efficiency.py                 # 12 trials, 2 seeds, epoch_scale 0.5
     python benchmarks/search_efficiency.py --scheduler phase_asha --trials 30 --seeds 5
     python benchmarks/search_efficiency.py --startup-trials 4
+    python benchmarks/search_efficiency.py --trials 20 --seeds 3 --skip tpe+fifo
 """
 
 from __future__ import annotations
@@ -163,8 +164,9 @@ def run(
     scheduler: str = "asha",
     tiny: bool = False,
     startup_trials: int = 10,
+    skip: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Run the four searches for seeds ``0 .. seeds-1``.
+    """Run the four searches (less ``skip``) for seeds ``0 .. seeds-1``.
 
     Returns:
         ``rows``: one per seed and variant; ``summary``: per variant, over the seeds.
@@ -186,7 +188,7 @@ def run(
     if tiny:  # for the smoke test: tiny data and model, seconds per search
         base["dataset"].update(num_samples=360, image_size=16, num_classes=6)
         base["model"].update(width=4, pretrain={"num_samples": 400, "epochs": 1})
-    variants = _variants(scheduler)
+    variants = {name: variant for name, variant in _variants(scheduler).items() if name not in skip}
     rows = []
     with tempfile.TemporaryDirectory(prefix="phasetune-bench-") as root, ray_running():
         for seed in range(seeds):
@@ -270,7 +272,7 @@ def _print(result: dict[str, Any], trials: int, epoch_scale: float) -> None:
             f" {summary['mean_wall_s']:>11.0f} {shown:>20}"
         )
     print()
-    for name in (result["phasetune"], *[n for n in result["summary"] if n.startswith("tpe+")]):
+    for name in [n for n in result["summary"] if n != RANDOM]:
         ratio = result["summary"][name]["vs_random"]
         if ratio is None:
             verdict = "undetermined (no seed where both reached the target)"
@@ -290,6 +292,13 @@ def main() -> None:
     parser.add_argument(
         "--startup-trials", type=int, default=10, help="TPE's random trials before it models"
     )
+    parser.add_argument(
+        "--skip",
+        nargs="+",
+        default=(),
+        choices=("phasetune", "tpe+asha", "tpe+phase_asha", "tpe+fifo"),
+        help="variants to leave out (random search always runs: the ratios need it)",
+    )
     parser.add_argument("--tiny", action="store_true", help="smallest size (smoke test)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
@@ -302,6 +311,7 @@ def main() -> None:
         args.scheduler,
         args.tiny,
         args.startup_trials,
+        tuple(args.skip),
     )
     _print(result, args.trials, args.epoch_scale)
     if args.json:
