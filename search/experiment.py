@@ -24,6 +24,7 @@ from analysis.ranking import RankedTrial, rank_trials
 from analysis.results import load_results, trial_dirs, trial_records, write_results
 from search.config import ConfigError, ExperimentConfig
 from search.progress import PlanRecorder, TrialProgress
+from search.sampler import IncrementalTPESampler
 from search.schedulers import build_scheduler
 from search.study import SoleWriterStorage, StudySearch, checkpoint_study, rdb_storage
 from spaces import SearchSpace
@@ -226,7 +227,7 @@ def _searcher(config: ExperimentConfig, space: SearchSpace, study_url: str) -> A
         # suggestion 25-40% cheaper at hundreds of trials (benchmarks/searcher_scale.py).
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(
+            sampler = IncrementalTPESampler(
                 seed=seed,
                 multivariate=True,
                 group=True,

@@ -14,13 +14,15 @@ import contextlib
 import copy
 import math
 import sqlite3
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, check_distribution_compatibility
 from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
@@ -64,7 +66,23 @@ def trial_state(
 
 
 class StudySearch(OptunaSearch):
-    """``OptunaSearch`` with honest trial states (see the module docstring)."""
+    """``OptunaSearch`` with honest trial states (see the module docstring).
+
+    Over a ``SoleWriterStorage``, a suggestion's parameters and a finished trial's
+    attributes are each written in one transaction.
+    """
+
+    def _batched(self) -> contextlib.AbstractContextManager[None]:
+        storage = self._ot_study._storage if self._ot_study is not None else None
+        return (
+            storage.batched()
+            if isinstance(storage, SoleWriterStorage)
+            else contextlib.nullcontext()
+        )
+
+    def suggest(self, trial_id: str) -> dict | None:
+        with self._batched():
+            return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id not in self._ot_trials or trial_id in self._completed_trials:
@@ -108,10 +126,11 @@ class StudySearch(OptunaSearch):
             return
         ot_trial = self._ot_trials[trial_id]
         state, value, reason = trial_state(result, self.metric, error)
-        if reason is not None:
-            ot_trial.set_user_attr("fail_reason", reason)
-        if result:
-            ot_trial.set_user_attr("epochs", int(result.get("epoch", 0)))
+        with self._batched():
+            if reason is not None:
+                ot_trial.set_user_attr("fail_reason", reason)
+            if result:
+                ot_trial.set_user_attr("epochs", int(result.get("epoch", 0)))
         self._ot_study.tell(ot_trial, value, state=state)
         self._completed_trials.add(trial_id)
 
@@ -125,10 +144,13 @@ class SoleWriterStorage(BaseStorage):
     trials it holds as unfinished, in case another process wrote them. During a
     search the driver is the study's only writer (``phasetune status`` and
     optuna-dashboard only read), so a copy kept in step with its own writes is
-    exact. Every write reaches the backend before the copy, so the backend always
-    holds at least what the copy does. The copy is loaded from the backend on the
-    first read of a study and is not pickled: a searcher restored by ``phasetune
-    resume`` reads the study afresh.
+    exact. The copy is loaded from the backend on the first read of a study and is
+    not pickled: a searcher restored by ``phasetune resume`` reads the study afresh.
+
+    Writes reach the backend before the copy, except within ``batched()``: there a
+    trial's parameters, attributes and intermediate values are held and written
+    together when the block ends (one transaction on an RDB, where each costs a
+    commit), or before any other write or read of the backend.
     """
 
     def __init__(self, backend: BaseStorage) -> None:
@@ -136,6 +158,10 @@ class SoleWriterStorage(BaseStorage):
         self._trials: dict[int, list[FrozenTrial]] = {}  # study id -> trials by number
         self._where: dict[int, tuple[int, int]] = {}  # trial id -> (study id, number)
         self._directions: dict[int, list[StudyDirection]] = {}
+        # study id -> parameter name -> the distribution it was first stored with.
+        self._distributions: dict[int, dict[str, BaseDistribution]] = {}
+        # Within ``batched()``: each held write, alone and within an RDB session.
+        self._held: list[tuple[Callable[[], None], Callable[[Any], None]]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"_backend": self._backend}
@@ -143,15 +169,58 @@ class SoleWriterStorage(BaseStorage):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["_backend"])
 
+    # Batched writes.
+
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """Hold the trials' parameter, attribute and intermediate-value writes until
+        the block ends, and write them together (see the class docstring)."""
+        if self._held is not None:  # already within a batch
+            yield
+            return
+        self._held = []
+        try:
+            yield
+        finally:
+            try:
+                self._flush()
+            finally:
+                self._held = None
+
+    def _flush(self) -> None:
+        """Write what is held, in order."""
+        if not self._held:
+            return
+        held, self._held = self._held, []
+        if isinstance(self._backend, RDBStorage) and len(held) > 1:
+            # A duplicate key here would roll back the whole batch: let it raise (Optuna
+            # ignores one for a single write; none arises while this is the only writer).
+            with _create_scoped_session(self._backend.scoped_session) as session:
+                for _, in_session in held:
+                    in_session(session)
+        else:
+            for alone, _ in held:
+                alone()
+
+    def _write(self, alone: Callable[[], None], in_session: Callable[[Any], None]) -> None:
+        if self._held is None:
+            alone()
+        else:
+            self._held.append((alone, in_session))
+
     # Trials: reads from the copy, writes to the backend and then the copy.
 
     def _study_trials(self, study_id: int) -> list[FrozenTrial]:
         if study_id not in self._trials:
+            self._flush()
             # Copies: Optuna edits the trials it is handed, the backend's own included.
             trials = self._backend.get_all_trials(study_id, deepcopy=True)
             self._trials[study_id] = sorted(trials, key=lambda trial: trial.number)
-            for trial in trials:
+            distributions = self._distributions.setdefault(study_id, {})
+            for trial in self._trials[study_id]:
                 self._where[trial._trial_id] = (study_id, trial.number)
+                for name, distribution in trial.distributions.items():
+                    distributions.setdefault(name, distribution)
         return self._trials[study_id]
 
     def _cached(self, trial_id: int) -> FrozenTrial | None:
@@ -176,15 +245,24 @@ class SoleWriterStorage(BaseStorage):
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         trials = self._study_trials(study_id)
-        trial_id = self._backend.create_new_trial(study_id, template_trial)
-        trial = copy.deepcopy(self._backend.get_trial(trial_id))
+        self._flush()
+        if isinstance(self._backend, RDBStorage):
+            # The new trial as written, without reading it back.
+            trial = copy.deepcopy(self._backend._create_new_trial(study_id, template_trial))
+        else:
+            trial = copy.deepcopy(
+                self._backend.get_trial(self._backend.create_new_trial(study_id, template_trial))
+            )
         if trial.number != len(trials):  # someone else wrote the study: read it again
             self._trials.pop(study_id)
             self._study_trials(study_id)
         else:
             trials.append(trial)
-            self._where[trial_id] = (study_id, trial.number)
-        return trial_id
+            self._where[trial._trial_id] = (study_id, trial.number)
+            distributions = self._distributions.setdefault(study_id, {})
+            for name, distribution in trial.distributions.items():
+                distributions.setdefault(name, distribution)
+        return trial._trial_id
 
     def set_trial_param(
         self,
@@ -193,7 +271,21 @@ class SoleWriterStorage(BaseStorage):
         param_value_internal: float,
         distribution: BaseDistribution,
     ) -> None:
-        self._backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        backend = self._backend
+        first = None
+        if trial_id in self._where:
+            study_distributions = self._distributions[self._where[trial_id][0]]
+            first = study_distributions.setdefault(param_name, distribution)
+            # Raised now, as the backend would, not when a batch is written.
+            check_distribution_compatibility(first, distribution)
+        self._write(
+            lambda: backend.set_trial_param(
+                trial_id, param_name, param_value_internal, distribution
+            ),
+            lambda session: backend._set_trial_param_without_commit(
+                session, trial_id, param_name, param_value_internal, distribution, first
+            ),
+        )
         self._merge(
             trial_id,
             params={param_name: distribution.to_external_repr(param_value_internal)},
@@ -203,6 +295,7 @@ class SoleWriterStorage(BaseStorage):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
+        self._flush()
         changed = self._backend.set_trial_state_values(trial_id, state, values)
         trial = self._cached(trial_id)
         if changed and trial is not None:
@@ -220,20 +313,41 @@ class SoleWriterStorage(BaseStorage):
     def set_trial_intermediate_value(
         self, trial_id: int, step: int, intermediate_value: float
     ) -> None:
-        self._backend.set_trial_intermediate_value(trial_id, step, intermediate_value)
+        backend = self._backend
+        self._write(
+            lambda: backend.set_trial_intermediate_value(trial_id, step, intermediate_value),
+            lambda session: backend._set_trial_intermediate_value_without_commit(
+                session, trial_id, step, intermediate_value
+            ),
+        )
         self._merge(trial_id, intermediate_values={step: intermediate_value})
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._backend.set_trial_user_attr(trial_id, key, value)
+        backend = self._backend
+        self._write(
+            lambda: backend.set_trial_user_attr(trial_id, key, value),
+            lambda session: backend._set_trial_attr_without_commit(
+                session, models.TrialUserAttributeModel, trial_id, key, value
+            ),
+        )
         self._merge(trial_id, user_attrs={key: value})
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._backend.set_trial_system_attr(trial_id, key, value)
+        backend = self._backend
+        self._write(
+            lambda: backend.set_trial_system_attr(trial_id, key, value),
+            lambda session: backend._set_trial_attr_without_commit(
+                session, models.TrialSystemAttributeModel, trial_id, key, value
+            ),
+        )
         self._merge(trial_id, system_attrs={key: value})
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         trial = self._cached(trial_id)
-        return trial if trial is not None else self._backend.get_trial(trial_id)
+        if trial is not None:
+            return trial
+        self._flush()
+        return self._backend.get_trial(trial_id)
 
     def get_all_trials(
         self,
@@ -249,6 +363,7 @@ class SoleWriterStorage(BaseStorage):
         trials = self._study_trials(study_id)
         if 0 <= trial_number < len(trials):
             return trials[trial_number]._trial_id
+        self._flush()
         return self._backend.get_trial_id_from_study_id_trial_number(study_id, trial_number)
 
     # Studies: straight to the backend (rarely called), directions kept once read.
@@ -259,10 +374,12 @@ class SoleWriterStorage(BaseStorage):
         return self._backend.create_new_study(directions, study_name)
 
     def delete_study(self, study_id: int) -> None:
+        self._flush()
         self._backend.delete_study(study_id)
         for trial in self._trials.pop(study_id, []):
             self._where.pop(trial._trial_id, None)
         self._directions.pop(study_id, None)
+        self._distributions.pop(study_id, None)
 
     def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
         self._backend.set_study_user_attr(study_id, key, value)

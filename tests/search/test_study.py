@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
+from search.sampler import IncrementalTPESampler
 from search.study import trial_state
 
 
@@ -64,12 +66,12 @@ def test_one_seed_gives_identical_trial_parameters(tmp_path):
 
 
 def _backend(kind: str, path):
-    import optuna
-
+    """The storage a search's study has (Optuna wraps an RDB in its cache where it is
+    handed one; the search hands it ``SoleWriterStorage`` around this)."""
     from search.experiment import study_storage
 
     location = f"sqlite:///{path}.db" if kind == "sqlite" else f"{path}.journal"
-    return optuna.storages.get_storage(study_storage(location))
+    return study_storage(location)
 
 
 def _drive(storage, trials: int = 12) -> list[dict]:
@@ -165,6 +167,79 @@ def test_the_sole_writer_storage_rereads_a_study_written_elsewhere(tmp_path):
     study.enqueue_trial({"x": 3.0})
     numbers = [t.number for t in storage.get_all_trials(study._study_id)]
     assert numbers == [0, 1, 2]
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_suggestion_and_a_trials_end_take_two_commits_each(tmp_path):
+    from sqlalchemy import event
+
+    from search.config import ExperimentConfig
+    from search.study import SoleWriterStorage, StudySearch
+
+    backend = _backend("sqlite", tmp_path / "s")
+    space = ExperimentConfig().search_space()
+    searcher = StudySearch(
+        space=space.define_by_run,
+        metric="target_score",
+        mode="max",
+        sampler=IncrementalTPESampler(seed=1, n_startup_trials=3, multivariate=True, group=True),
+        study_name="batched",
+        storage=SoleWriterStorage(backend),
+    )
+    commits = []
+    # Every session commits, reads included: the first suggestion also reads the study.
+    event.listen(backend.engine, "commit", lambda _connection: commits.append(1))
+    for i in range(6):
+        commits.clear()
+        searcher.suggest(f"t{i}")
+        if i == 0:
+            searcher.on_trial_result("t0", {"target_score": 0.0, "epoch": 1})
+            searcher.on_trial_complete("t0", {"target_score": 0.0, "epoch": 1, "plan_complete": 1})
+            continue
+        # The new trial, then its ~9 parameters (and TPE's, once it models) together.
+        assert len(commits) == 2
+        commits.clear()
+        searcher.on_trial_result(f"t{i}", {"target_score": 0.1 * i, "epoch": 1})
+        assert len(commits) == 1  # an epoch's value is written as it comes
+        commits.clear()
+        searcher.on_trial_complete(
+            f"t{i}", {"target_score": 0.1 * i, "epoch": 1, "plan_complete": 1}
+        )
+        assert len(commits) == 2  # its attributes, then its state and value
+    stored = optuna.load_study(study_name="batched", storage=_backend("sqlite", tmp_path / "s"))
+    assert [t.state for t in stored.trials] == [TrialState.COMPLETE] * 6
+    assert all(len(t.params) >= 5 and t.user_attrs["epochs"] == 1 for t in stored.trials)
+    assert all(t.intermediate_values == {1: t.value} for t in stored.trials)
+
+
+def test_held_writes_reach_the_study_when_the_block_fails(tmp_path):
+    from search.study import SoleWriterStorage
+
+    storage = SoleWriterStorage(_backend("sqlite", tmp_path / "s"))
+    study = optuna.create_study(study_name="held", storage=storage)
+    with pytest.raises(RuntimeError), storage.batched():
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        trial.set_user_attr("note", "kept")
+        raise RuntimeError("the sampler failed")
+    fresh = optuna.load_study(study_name="held", storage=_backend("sqlite", tmp_path / "s"))
+    assert fresh.trials[0].params.keys() == {"x"}
+    assert fresh.trials[0].user_attrs == {"note": "kept"}
+
+
+def test_a_held_parameter_of_another_kind_is_refused_at_once(tmp_path):
+    from search.study import SoleWriterStorage
+
+    storage = SoleWriterStorage(_backend("sqlite", tmp_path / "s"))
+    study = optuna.create_study(study_name="kinds", storage=storage)
+    study.ask().suggest_float("x", 0.0, 1.0)
+    with storage.batched():
+        trial = study.ask()
+        with pytest.raises(ValueError, match="distribution kind"):
+            trial.suggest_categorical("x", ["a", "b"])
+        trial.suggest_float("x", 0.0, 2.0)  # another range of the same kind is fine
+    fresh = optuna.load_study(study_name="kinds", storage=_backend("sqlite", tmp_path / "s"))
+    assert [t.params for t in fresh.trials][1].keys() == {"x"}
 
 
 def _drawn(tmp_path, startup_trials: int, sampler: str = "tpe") -> list[dict]:
