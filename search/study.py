@@ -19,7 +19,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from optuna.distributions import BaseDistribution, check_distribution_compatibility
+from optuna.distributions import (
+    BaseDistribution,
+    check_distribution_compatibility,
+    distribution_to_json,
+)
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
@@ -272,19 +276,34 @@ class SoleWriterStorage(BaseStorage):
         distribution: BaseDistribution,
     ) -> None:
         backend = self._backend
-        first = None
-        if trial_id in self._where:
+        trial = self._cached(trial_id)
+
+        def in_session(session: Any) -> None:
+            if trial is None:
+                backend._set_trial_param_without_commit(
+                    session, trial_id, param_name, param_value_internal, distribution
+                )
+            else:  # checked below against the copy, which is what the backend holds
+                session.add(
+                    models.TrialParamModel(
+                        trial_id=trial_id,
+                        param_name=param_name,
+                        param_value=param_value_internal,
+                        distribution_json=distribution_to_json(distribution),
+                    )
+                )
+
+        if trial is not None:
+            # Raised now, as the backend would, not when a batch is written.
+            backend.check_trial_is_updatable(trial_id, trial.state)
             study_distributions = self._distributions[self._where[trial_id][0]]
             first = study_distributions.setdefault(param_name, distribution)
-            # Raised now, as the backend would, not when a batch is written.
             check_distribution_compatibility(first, distribution)
         self._write(
             lambda: backend.set_trial_param(
                 trial_id, param_name, param_value_internal, distribution
             ),
-            lambda session: backend._set_trial_param_without_commit(
-                session, trial_id, param_name, param_value_internal, distribution, first
-            ),
+            in_session,
         )
         self._merge(
             trial_id,
