@@ -47,12 +47,17 @@ class _IncrementalGroupDecomposedSearchSpace(_GroupDecomposedSearchSpace):
     def __init__(self, include_pruned: bool = False) -> None:
         super().__init__(include_pruned)
         self._added: set[int] = set()  # trial numbers
+        self._added_from: int | None = None  # id() of the storage they came from
 
     def calculate(self, study: Study, use_cache: bool = False) -> _SearchSpaceGroup:
         if self._study_id is None:
             self._study_id = study._study_id
         elif self._study_id != study._study_id:
             raise ValueError("`_GroupDecomposedSearchSpace` cannot handle multiple studies.")
+        if self._added_from != id(study._storage):
+            # Another storage (or this one unpickled): add every trial again, as Optuna
+            # does each time.
+            self._added, self._added_from = set(), id(study._storage)
         states = (TrialState.COMPLETE, TrialState.PRUNED) if self._include_pruned else None
         states = states or (TrialState.COMPLETE,)
         for trial in study._get_trials(deepcopy=False, states=states, use_cache=use_cache):
@@ -81,8 +86,27 @@ class IncrementalTPESampler(TPESampler):
             tuple[str, ...],
             tuple[dict[str, BaseDistribution], dict[int, tuple[Any, ...] | None]],
         ] = {}
-        # (trial number, trials seen, finished trials, n below) -> that split.
+        self._rows_for: tuple[int, int] | None = None  # id() of the storage, study id
+        # Within ``sample_relative``: (trial number, trials seen, finished trials,
+        # n below) -> that split, shared by the parameter groups.
+        self._sampling_relative = False
         self._last_split: tuple[tuple[int, ...], tuple[list, list]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The caches are rebuilt after unpickling (Tune pickles the searcher often).
+        state = self.__dict__.copy()
+        state.update(_rows={}, _rows_for=None, _last_split=None, _sampling_relative=False)
+        return state
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        self._sampling_relative = True
+        try:
+            return super().sample_relative(study, trial, search_space)
+        finally:
+            self._sampling_relative = False
+            self._last_split = None
 
     def _sample(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
@@ -104,12 +128,15 @@ class IncrementalTPESampler(TPESampler):
                 self._gamma = default_gamma_multiobjective
         n = sum(t.state != TrialState.RUNNING for t in trials)
         n_below = self._gamma(n)
-        # Within one suggestion no trial changes; a trial that finished or failed since
-        # changes the counts.
+        # Within one ``sample_relative`` call no trial changes (a trial that finished or
+        # failed meanwhile, in another thread, changes the counts).
         key = (trial.number, len(trials), n, n_below)
-        if self._last_split is None or self._last_split[0] != key:
-            self._last_split = (key, _split_trials(study, trials, n_below))
-        below_trials, above_trials = self._last_split[1]
+        if not self._sampling_relative:
+            below_trials, above_trials = _split_trials(study, trials, n_below)
+        else:
+            if self._last_split is None or self._last_split[0] != key:
+                self._last_split = (key, _split_trials(study, trials, n_below))
+            below_trials, above_trials = self._last_split[1]
 
         mpe_below = self._build_parzen_estimator(
             study, search_space, below_trials, handle_below=True
@@ -127,6 +154,9 @@ class IncrementalTPESampler(TPESampler):
     def _get_internal_repr(
         self, trials: list[FrozenTrial], search_space: dict[str, BaseDistribution], study: Study
     ) -> dict[str, np.ndarray]:
+        if self._rows_for != (id(study._storage), study._study_id):
+            # Trial ids are only unique within one storage.
+            self._rows, self._rows_for = {}, (id(study._storage), study._study_id)
         names = tuple(search_space)
         known = self._rows.get(names)
         if known is None or known[0] != search_space:

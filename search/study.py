@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 import sqlite3
 from collections.abc import Callable, Container, Iterator, Sequence
@@ -44,6 +45,8 @@ __all__ = [
     "rdb_storage",
     "trial_state",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def trial_state(
@@ -185,26 +188,49 @@ class SoleWriterStorage(BaseStorage):
         self._held = []
         try:
             yield
-        finally:
+        except BaseException:
+            # What the block wrote before it failed is kept, as unbatched; the block's
+            # error is the one that matters.
             try:
                 self._flush()
-            finally:
-                self._held = None
+            except Exception as error:
+                logger.warning("could not write to the study after an error: %s", error)
+            raise
+        else:
+            self._flush()
+        finally:
+            self._held = None
 
     def _flush(self) -> None:
         """Write what is held, in order."""
         if not self._held:
             return
         held, self._held = self._held, []
-        if isinstance(self._backend, RDBStorage) and len(held) > 1:
-            # A duplicate key here would roll back the whole batch: let it raise (Optuna
-            # ignores one for a single write; none arises while this is the only writer).
-            with _create_scoped_session(self._backend.scoped_session) as session:
-                for _, in_session in held:
-                    in_session(session)
-        else:
-            for alone, _ in held:
-                alone()
+        together = isinstance(self._backend, RDBStorage) and len(held) > 1
+        try:
+            if together:
+                with _create_scoped_session(self._backend.scoped_session) as session:
+                    for _, in_session in held:
+                        in_session(session)
+            else:
+                for alone, _ in held:
+                    alone()
+            return
+        except Exception:
+            # The copy holds writes the backend refused: read the study afresh from now on.
+            self._forget()
+            if not together:
+                raise
+        # The transaction was rolled back: write them one at a time, as unbatched (the
+        # first that fails again raises).
+        for alone, _ in held:
+            alone()
+
+    def _forget(self) -> None:
+        """Drop the copy; the next read loads it from the backend."""
+        self._trials.clear()
+        self._where.clear()
+        self._distributions.clear()
 
     def _write(self, alone: Callable[[], None], in_session: Callable[[Any], None]) -> None:
         if self._held is None:
@@ -250,9 +276,10 @@ class SoleWriterStorage(BaseStorage):
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         trials = self._study_trials(study_id)
         self._flush()
-        if isinstance(self._backend, RDBStorage):
-            # The new trial as written, without reading it back.
-            trial = copy.deepcopy(self._backend._create_new_trial(study_id, template_trial))
+        if isinstance(self._backend, RDBStorage) and template_trial is None:
+            # The new, empty trial as written, without reading it back (a template's
+            # attributes are read back: the database stores them as JSON).
+            trial = copy.deepcopy(self._backend._create_new_trial(study_id))
         else:
             trial = copy.deepcopy(
                 self._backend.get_trial(self._backend.create_new_trial(study_id, template_trial))
@@ -278,8 +305,10 @@ class SoleWriterStorage(BaseStorage):
         backend = self._backend
         trial = self._cached(trial_id)
 
+        known = trial is not None and param_name in self._distributions[self._where[trial_id][0]]
+
         def in_session(session: Any) -> None:
-            if trial is None:
+            if not known:  # the backend checks it against the study's other trials
                 backend._set_trial_param_without_commit(
                     session, trial_id, param_name, param_value_internal, distribution
                 )

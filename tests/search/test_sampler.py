@@ -98,3 +98,70 @@ def test_incremental_tpe_converts_each_finished_trial_once(monkeypatch):
     # and above; here once per trial and group.
     assert converted
     assert len(converted) == len(set(converted))
+
+
+def _late_independent_draw(sampler_class) -> float:
+    """A trial draws a parameter on its own after other trials changed around it: one
+    running trial failed and an enqueued one started, so the counts are unchanged."""
+    sampler = sampler_class(seed=3, n_startup_trials=4, multivariate=True, group=True)
+    study = optuna.create_study(sampler=sampler)
+    for _ in range(6):
+        trial = study.ask()
+        study.tell(trial, (trial.suggest_float("x", 0, 1) - 0.3) ** 2)
+    failing = study.ask()
+    failing.suggest_float("x", 0, 1)
+    late = study.ask()
+    late.suggest_float("x", 0, 1)
+    study.tell(failing, state=TrialState.FAIL)
+    study.enqueue_trial({"x": 0.5, "z": 0.95})
+    enqueued = study.ask()
+    enqueued.suggest_float("x", 0, 1)
+    enqueued.suggest_float("z", 0, 1)
+    return late.suggest_float("z", 0, 1)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_later_draw_of_the_same_trial_sees_the_study_as_it_is_then():
+    expected = _late_independent_draw(optuna.samplers.TPESampler)
+    assert _late_independent_draw(IncrementalTPESampler) == expected
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_sampler_reused_for_a_second_study_forgets_the_first(tmp_path):
+    def two_studies(sampler_class) -> list:
+        sampler = sampler_class(seed=2, n_startup_trials=3, multivariate=True, group=True)
+        drawn = []
+        for _ in range(2):  # in-memory studies: trial ids and numbers start at 0 again
+            study = optuna.create_study(sampler=sampler)
+            for _ in range(8):
+                trial = study.ask()
+                drawn.append(trial.suggest_float("x", 0, 1))
+                study.tell(trial, abs(drawn[-1] - 0.8))
+        return drawn
+
+    assert two_studies(IncrementalTPESampler) == two_studies(optuna.samplers.TPESampler)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_pickled_sampler_goes_on_as_the_original(tmp_path):
+    import pickle
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    sampler = IncrementalTPESampler(seed=4, n_startup_trials=4, multivariate=True, group=True)
+    study = optuna.create_study(study_name="p", storage=storage, sampler=sampler)
+    for _ in range(10):
+        trial = study.ask()
+        _phasetune_space(trial)
+        study.tell(trial, _score(trial.params))
+    snapshot = pickle.dumps(sampler)
+    assert len(snapshot) < 20_000  # the caches are left out; they are rebuilt
+
+    def go_on(sampler) -> list:
+        study = optuna.load_study(study_name="p", storage=storage, sampler=sampler)
+        trial = study.ask()
+        _phasetune_space(trial)
+        params = dict(trial.params)
+        study.tell(trial, state=TrialState.FAIL)  # so that both go on from the same study
+        return params
+
+    assert go_on(pickle.loads(snapshot)) == go_on(sampler)

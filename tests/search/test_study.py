@@ -227,6 +227,23 @@ def test_held_writes_reach_the_study_when_the_block_fails(tmp_path):
     assert fresh.trials[0].user_attrs == {"note": "kept"}
 
 
+def test_a_batch_the_database_refuses_is_written_as_unbatched(tmp_path):
+    from search.study import SoleWriterStorage
+
+    storage = SoleWriterStorage(_backend("sqlite", tmp_path / "s"))
+    study = optuna.create_study(study_name="refused", storage=storage)
+    with pytest.raises(TypeError), storage.batched():
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        trial.suggest_int("y", 1, 8)
+        trial.set_user_attr("note", {1, 2})  # a set: JSON cannot write it
+    fresh = optuna.load_study(study_name="refused", storage=_backend("sqlite", tmp_path / "s"))
+    # Written one at a time up to the one refused, and the copy read again to match.
+    assert fresh.trials[0].params.keys() == {"x", "y"}
+    assert storage.get_trial(trial._trial_id).params == fresh.trials[0].params
+    assert storage.get_trial(trial._trial_id).user_attrs == {}
+
+
 def test_a_held_parameter_of_another_kind_is_refused_at_once(tmp_path):
     from search.study import SoleWriterStorage
 
