@@ -212,36 +212,30 @@ def test_a_suggestion_and_a_trials_end_take_two_commits_each(tmp_path):
     assert all(t.intermediate_values == {1: t.value} for t in stored.trials)
 
 
-def test_held_writes_reach_the_study_when_the_block_fails(tmp_path):
+@pytest.mark.parametrize(
+    ("note", "error"),
+    [("kept", RuntimeError), ({1, 2}, TypeError)],  # a set: JSON cannot write it
+    ids=["the block fails", "the database refuses the batch"],
+)
+def test_held_writes_reach_the_study_when_something_fails(note, error, tmp_path):
     from search.study import SoleWriterStorage
 
     storage = SoleWriterStorage(_backend("sqlite", tmp_path / "s"))
     study = optuna.create_study(study_name="held", storage=storage)
-    with pytest.raises(RuntimeError), storage.batched():
-        trial = study.ask()
-        trial.suggest_float("x", 0.0, 1.0)
-        trial.set_user_attr("note", "kept")
-        raise RuntimeError("the sampler failed")
-    fresh = optuna.load_study(study_name="held", storage=_backend("sqlite", tmp_path / "s"))
-    assert fresh.trials[0].params.keys() == {"x"}
-    assert fresh.trials[0].user_attrs == {"note": "kept"}
-
-
-def test_a_batch_the_database_refuses_is_written_as_unbatched(tmp_path):
-    from search.study import SoleWriterStorage
-
-    storage = SoleWriterStorage(_backend("sqlite", tmp_path / "s"))
-    study = optuna.create_study(study_name="refused", storage=storage)
-    with pytest.raises(TypeError), storage.batched():
+    with pytest.raises(error), storage.batched():
         trial = study.ask()
         trial.suggest_float("x", 0.0, 1.0)
         trial.suggest_int("y", 1, 8)
-        trial.set_user_attr("note", {1, 2})  # a set: JSON cannot write it
-    fresh = optuna.load_study(study_name="refused", storage=_backend("sqlite", tmp_path / "s"))
-    # Written one at a time up to the one refused, and the copy read again to match.
+        trial.set_user_attr("note", note)
+        if error is RuntimeError:
+            raise RuntimeError("the sampler failed")
+    fresh = optuna.load_study(study_name="held", storage=_backend("sqlite", tmp_path / "s"))
+    # Written up to what failed (one at a time where the batch was refused), and the
+    # copy holds what the study holds.
     assert fresh.trials[0].params.keys() == {"x", "y"}
+    assert fresh.trials[0].user_attrs == ({"note": "kept"} if note == "kept" else {})
     assert storage.get_trial(trial._trial_id).params == fresh.trials[0].params
-    assert storage.get_trial(trial._trial_id).user_attrs == {}
+    assert storage.get_trial(trial._trial_id).user_attrs == fresh.trials[0].user_attrs
 
 
 def test_a_held_parameter_of_another_kind_is_refused_at_once(tmp_path):
