@@ -4,9 +4,11 @@ phasetune's real searcher (``StudySearch`` over the quickstart's define-by-run s
 the documents' baselines first, seeded TPE, a SQLite study) and its ASHA scheduler
 drive a dummy Tune trainable that reports a few epochs of made-up metrics at once.
 The same search with SQLite's rollback journal instead of its write-ahead log (as on
-a network disk), with a journal file, with the random sampler, with Ray's plain
-``OptunaSearch`` on an in-memory study, and with Tune's ``BasicVariantGenerator``
-(random, no Optuna) shows what each part adds to Tune's own cost per trial. Printed
+a network disk), with Optuna's own ``TPESampler`` (it suggests the same trials as the
+search's ``IncrementalTPESampler``), with a journal file, with the random sampler, with
+Ray's plain ``OptunaSearch`` on an in-memory study, and with Tune's
+``BasicVariantGenerator`` (random, no Optuna) shows what each part adds to Tune's own
+cost per trial. Printed
 per searcher and size: ms per trial (wall / trials), its ratio to the random
 generator, and the ms per trial spent inside the searcher (suggest, results,
 completion), the rest being Tune's.
@@ -48,6 +50,7 @@ EPOCHS = 4
 SEARCHERS = (
     "phasetune",
     "phasetune_rollback",
+    "phasetune_optuna_tpe",
     "phasetune_journal",
     "phasetune_random",
     "optuna_memory",
@@ -57,6 +60,7 @@ SEARCHERS = (
 DESCRIPTIONS = {
     "phasetune": "StudySearch, TPE, SQLite (the real search; WAL on a local disk)",
     "phasetune_rollback": "the same, SQLite's rollback journal (as on a network disk)",
+    "phasetune_optuna_tpe": "the same, Optuna's TPESampler (same arguments, same trials)",
     "phasetune_journal": "the same, an Optuna journal file instead of SQLite",
     "phasetune_random": "StudySearch, random sampler, SQLite",
     "optuna_memory": "Ray's OptunaSearch, TPE, in-memory study",
@@ -192,6 +196,10 @@ def _search_alg(
     if name == "phasetune_rollback":
         # What rdb_storage picks where it cannot tell the disk is local.
         with mock.patch("search.study.on_local_disk", return_value=False):
+            return _searcher(config, space, study), None
+    if name == "phasetune_optuna_tpe":
+        # Suggests the same trials as the search's IncrementalTPESampler, at Optuna's cost.
+        with mock.patch("search.experiment.IncrementalTPESampler", optuna.samplers.TPESampler):
             return _searcher(config, space, study), None
     return _searcher(config, space, study), None
 

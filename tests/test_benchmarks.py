@@ -86,6 +86,21 @@ def test_searcher_scale_fake_score_peaks_at_one_lr():
     assert benchmark.fake_score({"strategy": "progressive", "lr": 1e-5}) < best
 
 
+@pytest.mark.parametrize(
+    ("name", "sampler"),
+    [("phasetune", "IncrementalTPESampler"), ("phasetune_optuna_tpe", "TPESampler")],
+)
+def test_searcher_scale_compares_the_search_with_optunas_own_tpe(name, sampler, tmp_path):
+    from search.config import load_experiment
+
+    config = load_experiment(None)
+    searcher, _ = _load("searcher_scale")._search_alg(
+        name, config, config.search_space(), str(tmp_path), concurrency=2
+    )
+    assert type(searcher._sampler).__name__ == sampler
+    assert searcher._sampler._n_startup_trials == config.search.startup_trials
+
+
 def test_gpu_throughput_compares_engine_and_hand_written_loops_on_cpu():
     benchmark = _load("gpu_throughput")
     outcome = benchmark.run(device="cpu", tiny=True, epochs=2)
