@@ -53,13 +53,34 @@ def test_overhead_benchmark_runs_and_its_variants_train_alike(ray_session):
 def test_search_efficiency_benchmark_measures_epochs_to_target(ray_session):
     # Chance on the tiny data is 1/6, so a low target is met and the hit is measured.
     result = _load("search_efficiency").run(
-        trials=2, seeds=1, epoch_scale=0.1, samples=360, target=0.1, tiny=True
+        trials=2, seeds=1, epoch_scale=0.1, samples=360, target=0.1, tiny=True, harder=(1.01,)
     )
     variants = {"phasetune", "tpe+asha", "random+fifo", "tpe+fifo"}
     assert {row["variant"] for row in result["rows"]} == variants
     for row in result["rows"]:
         assert 1 <= row["epochs_to_target"] <= row["epochs"]
+        # No accuracy exceeds 1: never reached, and the ratio says neither did.
+        assert row["harder"]["1.01"]["epochs_to_target"] is None
+        assert row["harder"]["1.01"]["vs_random_bound"] == "-"
     assert set(result["summary"]) == variants
+    assert result["summary"]["phasetune"]["harder"]["1.01"]["reached"] == 0
+
+
+def test_search_efficiency_counts_epochs_to_each_threshold_in_report_order():
+    benchmark = _load("search_efficiency")
+    # (seconds since the first start, trial's start order, val/acc) per reported epoch
+    reports = [(1.0, 1, 0.3), (1.5, 2, 0.5), (2.0, 1, 0.78), (2.5, 2, 0.81), (3.0, 1, 0.8)]
+    assert benchmark._to_target(reports, 0.75) == {
+        "epochs_to_target": 3,
+        "wall_to_target_s": 2.0,
+        "hit_trial": 1,
+    }
+    assert benchmark._to_target(reports, 0.81)["epochs_to_target"] == 4
+    assert benchmark._to_target(reports, 0.9)["epochs_to_target"] is None
+    mine, theirs = {"epochs_to_target": 4}, {"epochs_to_target": 16}
+    assert benchmark._ratio(mine, theirs, 10, 40) == ("=", 0.25)
+    assert benchmark._ratio(mine, {"epochs_to_target": None}, 10, 40) == ("<=", 0.1)
+    assert benchmark._ratio({"epochs_to_target": None}, theirs, 10, 40) == (">=", 10 / 16)
 
 
 def test_searcher_scale_runs_the_real_searcher_and_the_references(ray_session):
