@@ -6,9 +6,9 @@ adds each finished trial's distributions to the grouped search space again, and 
 converts each trial's parameters to their internal form again for every group, below
 and above. A finished trial never changes, so ``IncrementalTPESampler`` does each of
 those once per trial and keeps the result. It suggests exactly what ``TPESampler``
-with the same arguments and seed suggests (``tests/search/test_sampler.py``), and
-at 1,000 trials it costs about half as much per suggestion
-(``benchmarks/searcher_scale.py``).
+with the same arguments and seed suggests (``tests/search/test_sampler.py``); at
+1,000 trials a suggestion of the search took 41.9 ms with it against 76.9 ms with
+``TPESampler`` (``benchmarks/searcher_scale.py``, ``docs/benchmarks.md``).
 
 It builds on TPE's internals in Optuna 5; ``pyproject.toml`` pins the major version.
 """
