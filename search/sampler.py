@@ -58,8 +58,11 @@ class _IncrementalGroupDecomposedSearchSpace(_GroupDecomposedSearchSpace):
             # Another storage (or this one unpickled): add every trial again, as Optuna
             # does each time.
             self._added, self._added_from = set(), id(study._storage)
-        states = (TrialState.COMPLETE, TrialState.PRUNED) if self._include_pruned else None
-        states = states or (TrialState.COMPLETE,)
+        states = (
+            (TrialState.COMPLETE, TrialState.PRUNED)
+            if self._include_pruned
+            else (TrialState.COMPLETE,)
+        )
         for trial in study._get_trials(deepcopy=False, states=states, use_cache=use_cache):
             if trial.number not in self._added:
                 self._added.add(trial.number)
@@ -128,15 +131,15 @@ class IncrementalTPESampler(TPESampler):
                 self._gamma = default_gamma_multiobjective
         n = sum(t.state != TrialState.RUNNING for t in trials)
         n_below = self._gamma(n)
-        # Within one ``sample_relative`` call no trial changes (a trial that finished or
-        # failed meanwhile, in another thread, changes the counts).
-        key = (trial.number, len(trials), n, n_below)
-        if not self._sampling_relative:
-            below_trials, above_trials = _split_trials(study, trials, n_below)
-        else:
+        if self._sampling_relative:
+            # Within one ``sample_relative`` call no trial changes (a trial that finished
+            # or failed meanwhile, in another thread, changes the counts).
+            key = (trial.number, len(trials), n, n_below)
             if self._last_split is None or self._last_split[0] != key:
                 self._last_split = (key, _split_trials(study, trials, n_below))
             below_trials, above_trials = self._last_split[1]
+        else:
+            below_trials, above_trials = _split_trials(study, trials, n_below)
 
         mpe_below = self._build_parzen_estimator(
             study, search_space, below_trials, handle_below=True
