@@ -26,7 +26,9 @@ tune_1_worker
 tune_2_workers
     As tune_1_worker with 2 Ray Train workers per trial (``TorchTrainer``, DDP over
     gloo, 1 CPU each), so one trial at a time. Each worker takes ``batch_size``
-    samples per step from its half of the data: an epoch has half the steps.
+    samples per step from its half of the data: an epoch has half the steps. It
+    trains only the first ``--ddp-trials`` of the recipes (default 2): what it adds
+    is a worker group started per trial, the same for every trial.
 
 plain and tune_1_worker do the same work - the same plans (``plan_for_trial``),
 seeds, batches, optimiser steps and evaluations - and end at the same val/loss and
@@ -36,7 +38,8 @@ before Ray starts, so Ray's background processes count against phasetune.
 Printed per variant: wall time; training time (the epochs - training, evaluation,
 metrics - summed over trials: plain's loop, the engine's ``time/epoch_s``); overhead
 per trial (trial wall time minus the engine's ``time/total_s``; plain: minus its
-loop's time); wall time over plain's; the last epoch's val/loss and val/acc. Then
+loop's time); wall time per trial over plain's (every variant uses both cores: two
+1-CPU slots or one trial of two workers); the last epoch's val/loss and val/acc. Then
 where the time goes, in seconds on the driver's clock and the engine's; a trial
 starts when Tune adds it, which is as soon as a slot frees:
 
@@ -488,11 +491,13 @@ def run(
     samples: int = 2400,
     scale: float = 1.0,
     tiny: bool = False,
-    ddp: bool = True,
+    ddp_trials: int = 2,
     reuse_actors: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Run the variants; return a row of times (seconds) and final metrics per variant.
 
+    tune_2_workers trains the first ``ddp_trials`` of the trials (0: not at all): its
+    cost is starting a worker group per trial, which a few trials show as well as many.
     Ray is started for the Tune variants unless one runs already; tune_1_worker's
     ``ray_start_s`` is what starting it took (None when one was running).
     """
@@ -519,10 +524,14 @@ def run(
             ray_start = None if running else time.perf_counter() - starting
             rows["tune_1_worker"] = _tune_variant(config, configs, 1, Path(root), reuse_actors)
             rows["tune_1_worker"]["ray_start_s"] = ray_start
-            if ddp:
-                rows["tune_2_workers"] = _tune_variant(config, configs, 2, Path(root), reuse_actors)
+            if ddp_trials > 0:
+                rows["tune_2_workers"] = _tune_variant(
+                    config, configs[:ddp_trials], 2, Path(root), reuse_actors
+                )
+    # Per trial, as tune_2_workers may train fewer; each variant uses both cores.
+    plain_per_trial = rows["plain"]["wall_s"] / rows["plain"]["trials"]
     for row in rows.values():
-        row["wall_vs_plain"] = row["wall_s"] / rows["plain"]["wall_s"]
+        row["wall_vs_plain"] = row["wall_s"] / row["trials"] / plain_per_trial
     return rows
 
 
@@ -537,7 +546,7 @@ def report(rows: dict[str, dict[str, Any]], epochs: int) -> str:
     """The summary table, the breakdown table, and tune_1_worker's cost per trial."""
     lines = [
         f"{'variant':<15} {'slots':>5} {'wall s':>8} {'train s':>8} {'overhead/trial s':>16}"
-        f" {'wall/plain':>10} {'val/loss':>8} {'val/acc':>8}"
+        f" {'vs plain':>10} {'val/loss':>8} {'val/acc':>8}"
     ]
     for name, row in rows.items():
         lines.append(
@@ -597,6 +606,12 @@ def main() -> None:
     parser.add_argument(
         "--scale", type=float, default=1.0, help="model width x this (1: the quickstart's 16)"
     )
+    parser.add_argument(
+        "--ddp-trials",
+        type=int,
+        default=2,
+        help="how many of the trials the 2-worker variant trains (0: skip it)",
+    )
     parser.add_argument("--no-ddp", action="store_true", help="skip the 2-worker variant")
     parser.add_argument("--tiny", action="store_true", help="smallest size (smoke test)")
     parser.add_argument(
@@ -613,7 +628,7 @@ def main() -> None:
         args.samples,
         args.scale,
         args.tiny,
-        not args.no_ddp,
+        0 if args.no_ddp else args.ddp_trials,
         args.reuse_actors,
     )
     print(report(rows, args.epochs))

@@ -11,11 +11,12 @@ Ray's plain ``OptunaSearch`` on an in-memory study, and with Tune's
 cost per trial. Printed
 per searcher and size: ms per trial (wall / trials), its ratio to the random
 generator, and the ms per trial spent inside the searcher (suggest, results,
-completion), the rest being Tune's.
+completion), the rest being Tune's. By default only the search and the generator
+run (a few minutes); ``--searchers all`` runs every one.
 
     python benchmarks/searcher_scale.py                      # 100 and 1,000 trials
+    python benchmarks/searcher_scale.py --searchers all      # every searcher, ~20 min
     python benchmarks/searcher_scale.py --trials 300 --concurrency 16
-    python benchmarks/searcher_scale.py --searchers phasetune random
     python benchmarks/searcher_scale.py --tiny               # 20 trials (smoke test)
 """
 
@@ -340,7 +341,13 @@ def _fmt(value: float | None, width: int, digits: int, suffix: str = "") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--searchers", nargs="+", choices=SEARCHERS, default=list(SEARCHERS))
+    parser.add_argument(
+        "--searchers",
+        nargs="+",
+        choices=(*SEARCHERS, "all"),
+        default=["phasetune", "random"],
+        help="which to run (all: every one)",
+    )
     parser.add_argument(
         "--concurrency", type=int, help="max_concurrent_trials (default: CPUs / CPUs per trial)"
     )
@@ -352,9 +359,10 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="20 trials only (smoke test)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
+    searchers = list(SEARCHERS) if "all" in args.searchers else args.searchers
     rows = run(
         [20] if args.tiny else args.trials,
-        args.searchers,
+        searchers,
         concurrency=args.concurrency,
         cpus_per_trial=args.cpus_per_trial,
         trainable=args.trainable,
@@ -365,7 +373,7 @@ def main() -> None:
         f" {rows[0].concurrency}, {args.cpus_per_trial:g} CPU per trial,"
         f" reuse_actors={args.reuse_actors}"
     )
-    for name in args.searchers:
+    for name in searchers:
         print(f"  {name:<17} {DESCRIPTIONS[name]}")
     print(format_table(rows))
     if args.json:

@@ -35,13 +35,16 @@ def test_overhead_benchmark_runs_and_its_variants_train_alike(ray_session):
     # Imported by name, not from its file: the plain variant's pool processes import
     # the module by that name to run a trial.
     overhead = importlib.import_module("benchmarks.overhead")
-    rows = overhead.run(trials=2, epochs=1, samples=360, tiny=True)
+    rows = overhead.run(trials=2, epochs=1, samples=360, tiny=True, ddp_trials=1)
     variants = ("plain", "tune_1_worker", "tune_2_workers")
     assert tuple(rows) == variants
     for name, row in rows.items():
-        assert row["trials"] == 2, name
+        # The 2-worker variant trains only the first of the recipes.
+        assert row["trials"] == (1 if name == "tune_2_workers" else 2), name
         assert row["wall_s"] > 0 and row["train_s"] > 0, name
         assert row["overhead_per_trial_s"] is not None, name
+        per_trial = (row["wall_s"] / row["trials"]) / (rows["plain"]["wall_s"] / 2)
+        assert row["wall_vs_plain"] == pytest.approx(per_trial), name
     assert rows["tune_1_worker"]["actor_start_s"] > 0
     # The same plans, seeds and batches by hand and through the engine.
     for metric in ("train/loss", "val/loss", "val/acc"):
@@ -64,6 +67,26 @@ def test_search_efficiency_benchmark_measures_epochs_to_target(ray_session):
         assert row["harder"]["1.01"]["vs_random_bound"] == "-"
     assert set(result["summary"]) == variants
     assert result["summary"]["phasetune"]["harder"]["1.01"]["reached"] == 0
+
+
+def test_search_efficiency_refuses_a_variant_its_scheduler_does_not_run():
+    finished = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "search_efficiency.py"),
+            "--scheduler",
+            "phase_asha",
+            "--variants",
+            "tpe+asha",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 2
+    last_line = finished.stderr.strip().splitlines()[-1]
+    assert "--variants tpe+asha does not run with --scheduler phase_asha" in last_line
+    assert last_line.endswith("use tpe+phase_asha")
 
 
 def test_search_efficiency_counts_epochs_to_each_threshold_in_report_order():
