@@ -42,7 +42,7 @@ narrowed over all of the trial's reports) plus that epoch's ``time_total_s``.
   random search did not reach it (its budget is used), ``>=`` when this one did not. The
   summary gives the geometric mean over seeds where both reached it; the goal is <= 0.5x.
 
-By default only phasetune and random search run, one seed (about 9 minutes here);
+By default only phasetune and random search run, one seed (7.5 minutes here);
 ``--variants all`` adds TPE with early stopping and TPE alone.
 
     python benchmarks/search_efficiency.py                 # 12 trials, seed 0, epoch_scale 0.5

@@ -15,7 +15,7 @@ completion), the rest being Tune's. By default only the search and the generator
 run (a few minutes); ``--searchers all`` runs every one.
 
     python benchmarks/searcher_scale.py                      # 100 and 1,000 trials
-    python benchmarks/searcher_scale.py --searchers all      # every searcher, ~20 min
+    python benchmarks/searcher_scale.py --searchers all      # every searcher
     python benchmarks/searcher_scale.py --trials 300 --concurrency 16
     python benchmarks/searcher_scale.py --tiny               # 20 trials (smoke test)
 """
