@@ -24,6 +24,7 @@ from analysis.ranking import RankedTrial, rank_trials
 from analysis.results import load_results, trial_dirs, trial_records, write_results
 from search.config import ConfigError, ExperimentConfig
 from search.progress import PlanRecorder, TrialProgress
+from search.recovery import repair_missing_checkpoints
 from search.sampler import IncrementalTPESampler
 from search.schedulers import build_scheduler
 from search.study import SoleWriterStorage, StudySearch, checkpoint_study, rdb_storage
@@ -524,6 +525,7 @@ def resume_search(
             " give the directory `phasetune run` printed"
         )
     config = load_saved_experiment(store)
+    repair_missing_checkpoints(store)
     on_stage(_ray_stage(address))
     with ray_running(address):
         check_resources(config, ray.cluster_resources())

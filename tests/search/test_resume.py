@@ -99,3 +99,90 @@ def test_trials_tune_did_not_resume_are_set_aside_not_lost(tmp_path):
     _set_aside_unresumed(ExperimentStore.at(tmp_path), {"kept"})
     assert sorted(p.name for p in (tmp_path / "tune").iterdir()) == ["empty", "kept"]
     assert (tmp_path / "interrupted" / "orphan" / "result.json").read_text() == '{"epoch": 1}\n'
+
+
+def _rewind_snapshot(tune_dir, checkpoint_name: str, reported_epochs: int) -> None:
+    """Make the search's snapshot say what one taken mid-trial says: the trial is
+    running and its latest checkpoint is ``checkpoint_name``."""
+    from ray.train import Checkpoint
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+    from ray.tune.utils.serialization import TuneFunctionEncoder, _loads_with_cloudpickle
+
+    snapshot_path = max(tune_dir.glob("experiment_state-*.json"))
+    snapshot = json.loads(snapshot_path.read_text())
+    (entry,) = snapshot["trial_data"]
+    trial_state = _loads_with_cloudpickle(entry[0])
+    trial_state["status"] = "RUNNING"
+    trial_state["storage"].current_checkpoint_index = int(checkpoint_name.split("_")[1]) + 1
+    run_metadata = _TrainingRunMetadata.from_json_state(entry[1])
+    rows = [
+        json.loads(line)
+        for line in (tune_dir / trial_state["relative_logdir"] / "result.json")
+        .read_text()
+        .splitlines()
+    ]
+    recorded = _TrainingResult(
+        checkpoint=Checkpoint(
+            path=str(tune_dir / trial_state["relative_logdir"] / checkpoint_name)
+        ),
+        metrics=rows[reported_epochs - 1],
+    )
+    run_metadata.checkpoint_manager._checkpoint_results = [recorded]
+    run_metadata.checkpoint_manager._latest_checkpoint_result = recorded
+    run_metadata.last_result = rows[reported_epochs - 1]
+    run_metadata.invalidate_cache()
+    entry[0] = json.dumps(trial_state, cls=TuneFunctionEncoder)
+    entry[1] = run_metadata.get_json_state()
+    snapshot_path.write_text(json.dumps(snapshot))
+
+
+def test_a_trial_whose_recorded_checkpoint_was_deleted_continues_from_its_newest(
+    ray_session, tmp_path
+):
+    from search.config import ExperimentConfig
+    from search.experiment import run_search
+    from search.recovery import repair_missing_checkpoints
+    from trainables.storage import ExperimentStore
+
+    experiment = {
+        **EXPERIMENT,
+        "name": "rewound",
+        "search": {"num_samples": 1, "scheduler": "fifo"},
+        "storage": {"path": str(tmp_path)},
+    }
+    run_search(ExperimentConfig.model_validate(experiment))
+    directory = tmp_path / "rewound"
+    store = ExperimentStore.at(directory)
+    (trial_dir,) = [path for path in (directory / "tune").iterdir() if path.is_dir()]
+    rows = (trial_dir / "result.json").read_text().splitlines()
+    checkpoints = sorted(path.name for path in trial_dir.glob("checkpoint_*"))
+    assert (
+        len(checkpoints) == 2 == len({json.loads(row)["checkpoint_dir_name"] for row in rows[-2:]})
+    )
+
+    # A snapshot that names a checkpoint still on storage is left alone.
+    _rewind_snapshot(directory / "tune", checkpoints[0], len(rows) - 1)
+    snapshot = max((directory / "tune").glob("experiment_state-*.json")).read_text()
+    assert repair_missing_checkpoints(store) == []
+    assert max((directory / "tune").glob("experiment_state-*.json")).read_text() == snapshot
+
+    # The crash: Tune snapshotted the search while the trial's latest checkpoint was
+    # the one before the two on storage; the trial then reported its last two epochs
+    # with checkpoints, Tune deleted the snapshotted one (num_to_keep=2), and the
+    # driver died before the next snapshot.
+    deleted_index = int(checkpoints[0].split("_")[1]) - 1
+    _rewind_snapshot(directory / "tune", f"checkpoint_{deleted_index:06d}", len(rows) - 2)
+    assert not (trial_dir / f"checkpoint_{deleted_index:06d}").exists()
+
+    outcome = resume_search(directory)
+
+    # Tune restored the trial instead of failing it for the missing checkpoint.
+    assert not (trial_dir / "error.txt").exists()
+    (item,) = outcome.ranked
+    assert item.record.status == "done"
+    assert item.record.trial_id == trial_dir.name
+    # It went on from its newest checkpoint, the end of its plan: nothing ran again.
+    assert (trial_dir / "result.json").read_text().splitlines() == rows
+    assert sorted(path.name for path in trial_dir.glob("checkpoint_*")) == checkpoints
+    assert item.record.epochs == len(rows)
