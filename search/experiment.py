@@ -27,7 +27,13 @@ from search.progress import PlanRecorder, TrialProgress
 from search.recovery import repair_missing_checkpoints
 from search.sampler import IncrementalTPESampler
 from search.schedulers import build_scheduler
-from search.study import SoleWriterStorage, StudySearch, checkpoint_study, rdb_storage
+from search.study import (
+    SoleWriterStorage,
+    StudySearch,
+    checkpoint_study,
+    fail_trials_not_resumed,
+    rdb_storage,
+)
 from spaces import SearchSpace
 from trainables.data import DataError, load_dataset
 from trainables.launch import LaunchSettings, plan_for_trial, tune_trainable
@@ -539,8 +545,27 @@ def resume_search(
         )
         on_stage(f"resuming {config.name}: {config.search.num_samples} trials in all")
         results = tuner.fit()
-    _set_aside_unresumed(store, {Path(result.path).name for result in results})
+    resumed = {Path(result.path).name for result in results}
+    _set_aside_unresumed(store, resumed)
+    _fail_study_trials_not_resumed(config, store, resumed)
     return _finish(config, store, started)
+
+
+def _fail_study_trials_not_resumed(
+    config: ExperimentConfig, store: ExperimentStore, resumed: set[str]
+) -> None:
+    import optuna
+
+    study = optuna.load_study(
+        study_name=config.name, storage=study_storage(_study_url(config, store))
+    )
+    failed = fail_trials_not_resumed(study, resumed)
+    if failed:
+        logger.warning(
+            "study trials %s were interrupted before the search's last saved state and"
+            " not resumed; they are marked failed",
+            ", ".join(map(str, failed)),
+        )
 
 
 def _set_aside_unresumed(store: ExperimentStore, resumed: set[str]) -> None:

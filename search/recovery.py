@@ -4,8 +4,14 @@ Tune deletes a trial's checkpoints beyond ``CheckpointConfig.num_to_keep`` the m
 a newer one arrives, but snapshots the search only every so often. A crash between the
 two leaves a snapshot that names a checkpoint which no longer exists, and on resume Tune
 fails that trial ("Could not recover from checkpoint as it does not exist on storage
-anymore") although newer checkpoints of it are right there. Before a resume, such
-trials are pointed at their newest checkpoint, so they continue from it.
+anymore") although newer checkpoints of it are right there. Before a resume, such a
+trial is pointed at the oldest of those, so it continues from the nearest point after
+the snapshot.
+
+Tune restores a trial with the result it reported together with the checkpoint. The
+trial's ``result.json`` on storage is only brought up to date when Tune snapshots the
+search, so for a checkpoint from after the snapshot the result comes from the
+``metrics.json`` the engine writes into every checkpoint.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from trainables.engine import CHECKPOINT_METRICS_FILE
 from trainables.storage import ExperimentStore
 
 logger = logging.getLogger(__name__)
@@ -30,7 +37,7 @@ _FINISHED = ("TERMINATED", "ERROR")
 
 @dataclass(frozen=True)
 class RepairedTrial:
-    """A trial whose snapshot named a deleted checkpoint, and the one it now resumes from."""
+    """A trial whose snapshot named a deleted checkpoint, and the one it resumes from."""
 
     trial_dir: str
     missing: str
@@ -38,11 +45,10 @@ class RepairedTrial:
 
 
 def repair_missing_checkpoints(store: ExperimentStore) -> list[RepairedTrial]:
-    """Point every unfinished trial whose recorded checkpoint is gone at its newest one.
+    """Point every unfinished trial whose recorded checkpoint is gone at the oldest
+    newer one; rewrite the snapshot if any trial was repaired.
 
-    Only such trials are touched; the snapshot is rewritten only if one was found.
-    A trial with no checkpoint left, or whose newest checkpoint has no result row to
-    go with it, is left as it is.
+    A trial without a newer checkpoint that says what it scored is left as it is.
     """
     from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
 
@@ -53,22 +59,18 @@ def repair_missing_checkpoints(store: ExperimentStore) -> list[RepairedTrial]:
     with fs.open_input_stream(snapshot_path) as stream:
         snapshot = json.loads(stream.read().decode())
 
-    repaired = []
-    for entry in snapshot["trial_data"]:
-        repair = _repair_trial(fs, tune_dir, entry)
-        if repair is not None:
-            repaired.append(repair)
+    repaired = [r for entry in snapshot["trial_data"] if (r := _repair_trial(fs, tune_dir, entry))]
     if repaired:
         name = snapshot_path.rsplit("/", 1)[-1]
         store.write_text(f"tune/{name}", json.dumps(snapshot))
-        for trial in repaired:
-            logger.warning(
-                "trial %s: its recorded checkpoint %s was deleted before the crash;"
-                " it resumes from %s",
-                trial.trial_dir,
-                trial.missing,
-                trial.resumes_from,
-            )
+    for trial in repaired:
+        logger.warning(
+            "trial %s: the checkpoint the search's last snapshot names (%s) was deleted"
+            " before the crash; it resumes from %s",
+            trial.trial_dir,
+            trial.missing,
+            trial.resumes_from,
+        )
     return repaired
 
 
@@ -80,7 +82,7 @@ def _repair_trial(fs: pafs.FileSystem, tune_dir: str, entry: list[str]) -> Repai
     from ray.tune.utils.serialization import TuneFunctionEncoder, _loads_with_cloudpickle
 
     trial_state = _loads_with_cloudpickle(entry[0])
-    if trial_state.get("status") in _FINISHED:
+    if trial_state.get("status") in _FINISHED or not trial_state.get("relative_logdir"):
         return None
     run_metadata = _TrainingRunMetadata.from_json_state(entry[1])
     manager = run_metadata.checkpoint_manager
@@ -88,33 +90,31 @@ def _repair_trial(fs: pafs.FileSystem, tune_dir: str, entry: list[str]) -> Repai
     if latest is None:
         return None
     trial_dir = f"{tune_dir}/{trial_state['relative_logdir']}"
-    missing = latest.checkpoint.path.rsplit("/", 1)[-1]
+    recorded_dir, missing = latest.checkpoint.path.rsplit("/", 1)
     if _is_dir(fs, f"{trial_dir}/{missing}"):
         return None
-    newest = _newest_checkpoint(fs, trial_dir)
-    metrics = _result_row(fs, trial_dir, newest) if newest else None
-    if newest is None or metrics is None:
+    found = _next_checkpoint(fs, trial_dir, latest.metrics, after=_index(missing))
+    if found is None:
         return None
+    name, metrics = found
 
-    # Paths keep the snapshot's own prefix: Tune rewrites it on restore if the
-    # experiment has moved since.
-    recorded_dir = latest.checkpoint.path.rsplit("/", 1)[0]
-    newest_result = _TrainingResult(
-        checkpoint=Checkpoint(path=f"{recorded_dir}/{newest}", filesystem=fs),
-        metrics=metrics,
+    # The snapshot's own directory: Tune rewrites it on restore if the experiment has
+    # moved since.
+    result = _TrainingResult(
+        checkpoint=Checkpoint(path=f"{recorded_dir}/{name}", filesystem=fs), metrics=metrics
     )
     manager._checkpoint_results = [
-        result
-        for result in manager._checkpoint_results
-        if _is_dir(fs, f"{trial_dir}/{result.checkpoint.path.rsplit('/', 1)[-1]}")
-    ] + [newest_result]
-    manager._latest_checkpoint_result = newest_result
+        kept
+        for kept in manager._checkpoint_results
+        if _is_dir(fs, f"{trial_dir}/{kept.checkpoint.path.rsplit('/', 1)[-1]}")
+    ] + [result]
+    manager._latest_checkpoint_result = result
     run_metadata.invalidate_cache()
     # The trial's next checkpoint must not land in (and later delete) an existing one.
-    trial_state["storage"].current_checkpoint_index = _index(newest) + 1
+    trial_state["storage"].current_checkpoint_index = _newest_index(fs, trial_dir) + 1
     entry[0] = json.dumps(trial_state, indent=2, cls=TuneFunctionEncoder)
     entry[1] = run_metadata.get_json_state()
-    return RepairedTrial(trial_dir=trial_dir, missing=missing, resumes_from=newest)
+    return RepairedTrial(trial_dir=trial_dir, missing=missing, resumes_from=name)
 
 
 def _is_dir(fs: pafs.FileSystem, path: str) -> bool:
@@ -126,28 +126,62 @@ def _index(name: str) -> int:
     return int(match.group(1)) if match else -1
 
 
-def _newest_checkpoint(fs: pafs.FileSystem, trial_dir: str) -> str | None:
+def _checkpoints(fs: pafs.FileSystem, trial_dir: str) -> list[str]:
+    """The trial's checkpoint directories, oldest first."""
     infos = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
     names = [
         info.base_name
         for info in infos
         if info.type == pafs.FileType.Directory and _CHECKPOINT_NAME.match(info.base_name)
     ]
-    return max(names, key=_index, default=None)
+    return sorted(names, key=_index)
 
 
-def _result_row(fs: pafs.FileSystem, trial_dir: str, checkpoint_name: str) -> dict[str, Any] | None:
-    """The result the trial reported with ``checkpoint_name``: what Tune restores it with."""
+def _newest_index(fs: pafs.FileSystem, trial_dir: str) -> int:
+    return max((_index(name) for name in _checkpoints(fs, trial_dir)), default=-1)
+
+
+def _next_checkpoint(
+    fs: pafs.FileSystem, trial_dir: str, recorded: dict[str, Any], after: int
+) -> tuple[str, dict[str, Any]] | None:
+    """The oldest checkpoint numbered above ``after`` whose result is known, with it."""
+    rows = _results_by_checkpoint(fs, trial_dir)
+    for name in _checkpoints(fs, trial_dir):
+        if _index(name) <= after:
+            continue
+        if name in rows:
+            return name, rows[name]
+        metrics = _read_json(fs, f"{trial_dir}/{name}/{CHECKPOINT_METRICS_FILE}")
+        if metrics is not None and "epoch" in metrics:
+            # Tune counts one iteration per report, the engine one report per epoch.
+            iteration = recorded.get("training_iteration", 0) + (
+                metrics["epoch"] - recorded.get("epoch", 0)
+            )
+            return name, {**metrics, "training_iteration": iteration, "checkpoint_dir_name": name}
+    return None
+
+
+def _read_json(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
+    try:
+        with fs.open_input_stream(path) as stream:
+            return json.loads(stream.read().decode())
+    except (OSError, json.JSONDecodeError):  # absent, or cut short by the crash
+        return None
+
+
+def _results_by_checkpoint(fs: pafs.FileSystem, trial_dir: str) -> dict[str, dict[str, Any]]:
+    """The results in the trial's ``result.json``, by the checkpoint reported with each."""
     try:
         with fs.open_input_stream(f"{trial_dir}/result.json") as stream:
             lines = stream.read().decode().splitlines()
-    except (FileNotFoundError, OSError):
-        return None
-    for line in reversed(lines):
+    except OSError:
+        return {}
+    results = {}
+    for line in lines:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by the crash
             continue
-        if row.get("checkpoint_dir_name") == checkpoint_name:
-            return row
-    return None
+        if row.get("checkpoint_dir_name"):
+            results[row["checkpoint_dir_name"]] = row
+    return results

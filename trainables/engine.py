@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import json
 import math
 import os
 import tempfile
@@ -29,6 +30,7 @@ from trainables.weighting import TaskWeighting, build_weighting
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "CHECKPOINT_METRICS_FILE",
     "TASK_METRICS",
     "EngineContext",
     "Reporter",
@@ -40,6 +42,9 @@ __all__ = [
 ]
 
 CHECKPOINT_FILE = "state.pt"
+#: The metrics reported with a checkpoint, beside it: what a resume that finds the
+#: checkpoint but not its result row (see ``search/recovery.py``) restores it with.
+CHECKPOINT_METRICS_FILE = "metrics.json"
 
 #: Values of ``EngineContext.precision``.
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -381,12 +386,14 @@ class _Trainer:
         self.resume_state = state
 
     @contextmanager
-    def _checkpoint_dir(self, state_fn: Any) -> Iterator[str | None]:
+    def _checkpoint_dir(self, state_fn: Any, metrics: Mapping[str, Any]) -> Iterator[str | None]:
         if self.rank != 0:
             yield None
             return
         with tempfile.TemporaryDirectory(prefix="phasetune-ckpt-") as directory:
             torch.save(state_fn(), os.path.join(directory, CHECKPOINT_FILE))
+            with open(os.path.join(directory, CHECKPOINT_METRICS_FILE), "w") as file:
+                json.dump(dict(metrics), file, default=_jsonable)
             yield directory
 
     # -- epochs ------------------------------------------------------------
@@ -717,7 +724,7 @@ class _Trainer:
             metrics["plan_complete"] = int(phase_over and last_phase)
             self._log(metrics)
             with self._checkpoint_dir(
-                lambda: self._state(optimizer, scheduler, weighting, early)
+                lambda: self._state(optimizer, scheduler, weighting, early), metrics
             ) as checkpoint_dir:
                 self.reporter.report(metrics, checkpoint_dir)
         return metrics
@@ -861,3 +868,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     plan = PhasePlan.from_dict(config["plan"])
     context = EngineContext.from_dict(config["context"])
     run_plan(plan, context, _RayTrainReporter())
+
+
+def _jsonable(value: Any) -> Any:
+    """A number JSON cannot write as it is (a NumPy or 0-d tensor value) as a float."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)

@@ -137,7 +137,17 @@ def _rewind_snapshot(tune_dir, checkpoint_name: str, reported_epochs: int) -> No
     snapshot_path.write_text(json.dumps(snapshot))
 
 
-def test_a_trial_whose_recorded_checkpoint_was_deleted_continues_from_its_newest(
+def _recorded_checkpoint(tune_dir):
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    snapshot = json.loads(max(tune_dir.glob("experiment_state-*.json")).read_text())
+    (entry,) = snapshot["trial_data"]
+    return _TrainingRunMetadata.from_json_state(
+        entry[1]
+    ).checkpoint_manager.latest_checkpoint_result
+
+
+def test_a_trial_whose_recorded_checkpoint_was_deleted_continues_from_a_newer_one(
     ray_session, tmp_path
 ):
     from search.config import ExperimentConfig
@@ -155,11 +165,10 @@ def test_a_trial_whose_recorded_checkpoint_was_deleted_continues_from_its_newest
     directory = tmp_path / "rewound"
     store = ExperimentStore.at(directory)
     (trial_dir,) = [path for path in (directory / "tune").iterdir() if path.is_dir()]
-    rows = (trial_dir / "result.json").read_text().splitlines()
+    result_file = trial_dir / "result.json"
+    rows = result_file.read_text().splitlines()
     checkpoints = sorted(path.name for path in trial_dir.glob("checkpoint_*"))
-    assert (
-        len(checkpoints) == 2 == len({json.loads(row)["checkpoint_dir_name"] for row in rows[-2:]})
-    )
+    assert len(checkpoints) == 2  # num_to_keep
 
     # A snapshot that names a checkpoint still on storage is left alone.
     _rewind_snapshot(directory / "tune", checkpoints[0], len(rows) - 1)
@@ -167,14 +176,27 @@ def test_a_trial_whose_recorded_checkpoint_was_deleted_continues_from_its_newest
     assert repair_missing_checkpoints(store) == []
     assert max((directory / "tune").glob("experiment_state-*.json")).read_text() == snapshot
 
-    # The crash: Tune snapshotted the search while the trial's latest checkpoint was
-    # the one before the two on storage; the trial then reported its last two epochs
-    # with checkpoints, Tune deleted the snapshotted one (num_to_keep=2), and the
-    # driver died before the next snapshot.
-    deleted_index = int(checkpoints[0].split("_")[1]) - 1
-    _rewind_snapshot(directory / "tune", f"checkpoint_{deleted_index:06d}", len(rows) - 2)
-    assert not (trial_dir / f"checkpoint_{deleted_index:06d}").exists()
+    # The crash: Tune snapshotted the search (and synced result.json) when the trial's
+    # latest checkpoint was the one before the two on storage; the trial then reported
+    # its last two epochs with checkpoints, Tune deleted the snapshotted one
+    # (num_to_keep=2), and the driver died before the next snapshot.
+    deleted = f"checkpoint_{int(checkpoints[0].split('_')[1]) - 1:06d}"
+    assert not (trial_dir / deleted).exists()
+    _rewind_snapshot(directory / "tune", deleted, len(rows) - 2)
+    result_file.write_text("\n".join(rows[:-2]) + "\n")
 
+    (repaired,) = repair_missing_checkpoints(store)
+    assert (repaired.missing, repaired.resumes_from) == (deleted, checkpoints[0])
+    # Restored with what that checkpoint's epoch reported, read from the checkpoint.
+    restored = json.loads(rows[-2])
+    recorded = _recorded_checkpoint(directory / "tune")
+    assert recorded.checkpoint.path.endswith(checkpoints[0])
+    assert recorded.metrics["training_iteration"] == restored["training_iteration"]
+    assert recorded.metrics["target_score"] == restored["target_score"]
+    result_file.write_text("\n".join(rows) + "\n")
+
+    # And a resume repairs the snapshot itself.
+    _rewind_snapshot(directory / "tune", deleted, len(rows) - 2)
     outcome = resume_search(directory)
 
     # Tune restored the trial instead of failing it for the missing checkpoint.
@@ -182,7 +204,6 @@ def test_a_trial_whose_recorded_checkpoint_was_deleted_continues_from_its_newest
     (item,) = outcome.ranked
     assert item.record.status == "done"
     assert item.record.trial_id == trial_dir.name
-    # It went on from its newest checkpoint, the end of its plan: nothing ran again.
-    assert (trial_dir / "result.json").read_text().splitlines() == rows
-    assert sorted(path.name for path in trial_dir.glob("checkpoint_*")) == checkpoints
-    assert item.record.epochs == len(rows)
+    epochs = [json.loads(line)["epoch"] for line in result_file.read_text().splitlines()]
+    # It ran its last epoch again, from the checkpoint before it.
+    assert epochs == [*range(1, len(rows) + 1), len(rows)]

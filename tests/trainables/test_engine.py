@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import pytest
@@ -12,6 +13,7 @@ from analysis.targets import NSL
 from tests.conftest import TINY_CONTEXT, TINY_PROGRESSIVE
 from trainables.engine import (
     CHECKPOINT_FILE,
+    CHECKPOINT_METRICS_FILE,
     EngineContext,
     _EarlyStopState,
     build_optimizer,
@@ -32,6 +34,7 @@ class RecordingReporter:
     def __init__(self, resume_from: dict | None = None, crash_after: int | None = None) -> None:
         self.reports: list[dict] = []
         self.states: list[dict] = []
+        self.checkpoint_metrics: list[dict] = []
         self.resume_from = resume_from
         self.crash_after = crash_after
 
@@ -39,6 +42,8 @@ class RecordingReporter:
         self.reports.append(dict(metrics))
         state = torch.load(os.path.join(checkpoint_dir, CHECKPOINT_FILE), weights_only=True)
         self.states.append(state)
+        with open(os.path.join(checkpoint_dir, CHECKPOINT_METRICS_FILE)) as file:
+            self.checkpoint_metrics.append(json.load(file))
         if self.crash_after is not None and len(self.reports) >= self.crash_after:
             raise KeyboardInterrupt("simulated crash")
 
@@ -63,6 +68,12 @@ def progressive_run():
     reporter = RecordingReporter()
     run_plan(plan, EngineContext(targets=NSL.targets, threads=1), reporter)
     return plan, initial, reporter
+
+
+def test_each_checkpoint_carries_the_metrics_reported_with_it(progressive_run):
+    _, _, reporter = progressive_run
+    assert reporter.checkpoint_metrics == reporter.reports
+    assert [m["epoch"] for m in reporter.checkpoint_metrics] == [1, 2, 3]
 
 
 def test_progressive_trains_exactly_the_planned_groups(progressive_run):
