@@ -36,10 +36,13 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 __all__ = [
+    "NOT_RESUMED",
+    "TUNE_TRIAL_ID",
     "LocalSQLiteStorage",
     "SoleWriterStorage",
     "StudySearch",
     "checkpoint_study",
+    "fail_trials_not_resumed",
     "local_sqlite_file",
     "on_local_disk",
     "rdb_storage",
@@ -47,6 +50,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The user attribute that names a study trial's Tune trial.
+TUNE_TRIAL_ID = "tune_trial_id"
+
+#: Why a trial that a crash interrupted, and that was not resumed, is failed.
+NOT_RESUMED = "interrupted before the search's last saved state; not resumed"
 
 
 def trial_state(
@@ -89,7 +98,12 @@ class StudySearch(OptunaSearch):
 
     def suggest(self, trial_id: str) -> dict | None:
         with self._batched():
-            return super().suggest(trial_id)
+            config = super().suggest(trial_id)
+            if trial_id in self._ot_trials:
+                # Which Tune trial a study trial is: after a resume, the study trials
+                # whose Tune trial did not come back are found by it.
+                self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ID, trial_id)
+            return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id not in self._ot_trials or trial_id in self._completed_trials:
@@ -119,12 +133,7 @@ class StudySearch(OptunaSearch):
         known = {trial._trial_id for trial in self._ot_trials.values()}
         for frozen in stored.values():
             if frozen.state == TrialState.RUNNING and frozen._trial_id not in known:
-                self._ot_study._storage.set_trial_user_attr(
-                    frozen._trial_id,
-                    "fail_reason",
-                    "interrupted before the search's last saved state; not resumed",
-                )
-                self._ot_study.tell(frozen.number, state=TrialState.FAIL)
+                _fail_not_resumed(self._ot_study, frozen)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -140,6 +149,29 @@ class StudySearch(OptunaSearch):
                 ot_trial.set_user_attr("epochs", int(result.get("epoch", 0)))
         self._ot_study.tell(ot_trial, value, state=state)
         self._completed_trials.add(trial_id)
+
+
+def _fail_not_resumed(study: Any, trial: FrozenTrial) -> None:
+    study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", NOT_RESUMED)
+    study.tell(trial.number, state=TrialState.FAIL)
+
+
+def fail_trials_not_resumed(study: Any, tune_trial_ids: Container[str]) -> list[int]:
+    """Fail the study's RUNNING trials whose Tune trial is not among ``tune_trial_ids``.
+
+    Tune's snapshot of a search can miss a trial that its searcher's snapshot, taken
+    in the same breath, already holds: Tune records a new trial only once it has
+    something to record. After a crash such a trial is not resumed (Tune proposes
+    another in its place) while the restored searcher still waits for it; once the
+    resumed search has ended, it is failed here. Returns the failed trials' numbers.
+    """
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        tune_id = trial.user_attrs.get(TUNE_TRIAL_ID)
+        if tune_id is not None and tune_id not in tune_trial_ids:
+            _fail_not_resumed(study, trial)
+            failed.append(trial.number)
+    return failed
 
 
 class SoleWriterStorage(BaseStorage):

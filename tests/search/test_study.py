@@ -342,3 +342,46 @@ def test_a_local_sqlite_study_logs_ahead_and_ends_in_one_file(tmp_path, monkeypa
     monkeypatch.setattr("search.study.on_local_disk", lambda path: False)
     assert type(rdb_storage(f"sqlite:///{tmp_path}/shared.db")).__name__ == "RDBStorage"
     checkpoint_study("postgresql://user@nowhere/db")  # not SQLite: nothing to fold back
+
+
+def test_a_trial_tune_did_not_resume_is_failed_once_the_resumed_search_ends(tmp_path):
+    from search.config import ExperimentConfig
+    from search.study import (
+        NOT_RESUMED,
+        TUNE_TRIAL_ID,
+        SoleWriterStorage,
+        StudySearch,
+        fail_trials_not_resumed,
+    )
+
+    space = ExperimentConfig().search_space()
+    searcher = StudySearch(
+        space=space.define_by_run,
+        metric="target_score",
+        mode="max",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        study_name="resumed",
+        storage=SoleWriterStorage(_backend("sqlite", tmp_path / "r")),
+    )
+    for trial_id in ("resumed", "lost", "done"):
+        searcher.suggest(trial_id)
+    searcher.on_trial_complete("done", {"target_score": 0.5, "epoch": 1, "plan_complete": 1})
+    study = optuna.load_study(study_name="resumed", storage=_backend("sqlite", tmp_path / "r"))
+    study.ask()  # running, and naming no Tune trial: not this function's to judge
+    assert [t.user_attrs.get(TUNE_TRIAL_ID) for t in study.trials] == [
+        "resumed",
+        "lost",
+        "done",
+        None,
+    ]
+
+    assert fail_trials_not_resumed(study, {"resumed"}) == [1]
+
+    stored = optuna.load_study(study_name="resumed", storage=_backend("sqlite", tmp_path / "r"))
+    assert [t.state for t in stored.trials] == [
+        TrialState.RUNNING,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+        TrialState.RUNNING,
+    ]
+    assert stored.trials[1].user_attrs["fail_reason"] == NOT_RESUMED
