@@ -8,10 +8,11 @@ anymore") although newer checkpoints of it are right there. Before a resume, suc
 trial is pointed at the oldest of those, so it continues from the nearest point after
 the snapshot.
 
-Tune restores a trial with the result it reported together with the checkpoint. The
-trial's ``result.json`` on storage is only brought up to date when Tune snapshots the
-search, so for a checkpoint from after the snapshot the result comes from the
-``metrics.json`` the engine writes into every checkpoint.
+Tune brings a trial's ``result.json`` on storage up to date only when it snapshots the
+search, and on resume continues it from there. The results from after the snapshot up
+to the checkpoint the trial now resumes from are therefore added to it from the
+``reports.json`` the engine writes into every checkpoint (every report of the run so
+far), and the last of them is what Tune restores the trial with.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from trainables.engine import CHECKPOINT_METRICS_FILE
+from trainables.engine import CHECKPOINT_REPORTS_FILE
 from trainables.storage import ExperimentStore
 
 logger = logging.getLogger(__name__)
@@ -93,10 +94,29 @@ def _repair_trial(fs: pafs.FileSystem, tune_dir: str, entry: list[str]) -> Repai
     recorded_dir, missing = latest.checkpoint.path.rsplit("/", 1)
     if _is_dir(fs, f"{trial_dir}/{missing}"):
         return None
-    found = _next_checkpoint(fs, trial_dir, latest.metrics, after=_index(missing))
+    rows = _read_rows(fs, f"{trial_dir}/result.json")
+    found = _next_checkpoint(fs, trial_dir, rows, after=_index(missing))
     if found is None:
         return None
-    name, metrics = found
+    name, reports = found
+    # Tune counts one iteration per report, the engine one report per epoch.
+    offset = latest.metrics.get("training_iteration", 0) - latest.metrics.get("epoch", 0)
+    restored = [
+        {
+            **report,
+            "training_iteration": offset + report["epoch"],
+            "trial_id": trial_state["trial_id"],
+        }
+        for report in reports
+    ]
+    restored[-1]["checkpoint_dir_name"] = name
+    synced = max((row.get("epoch", 0) for row in rows), default=0)
+    unsynced = [row for row in restored if row["epoch"] > synced]
+    if unsynced:
+        _write_rows(fs, f"{trial_dir}/result.json", rows + unsynced)
+    metrics = next(
+        (row for row in reversed(rows) if row.get("checkpoint_dir_name") == name), restored[-1]
+    )
 
     # The snapshot's own directory: Tune rewrites it on restore if the experiment has
     # moved since.
@@ -142,26 +162,24 @@ def _newest_index(fs: pafs.FileSystem, trial_dir: str) -> int:
 
 
 def _next_checkpoint(
-    fs: pafs.FileSystem, trial_dir: str, recorded: dict[str, Any], after: int
-) -> tuple[str, dict[str, Any]] | None:
-    """The oldest checkpoint numbered above ``after`` whose result is known, with it."""
-    rows = _results_by_checkpoint(fs, trial_dir)
+    fs: pafs.FileSystem, trial_dir: str, rows: list[dict[str, Any]], after: int
+) -> tuple[str, list[dict[str, Any]]] | None:
+    """The oldest checkpoint numbered above ``after`` that says what the run reported up
+    to it, with those reports: its ``reports.json``, or else ``result.json``'s rows up
+    to the one reported with it."""
     for name in _checkpoints(fs, trial_dir):
         if _index(name) <= after:
             continue
-        if name in rows:
-            return name, rows[name]
-        metrics = _read_json(fs, f"{trial_dir}/{name}/{CHECKPOINT_METRICS_FILE}")
-        if metrics is not None and "epoch" in metrics:
-            # Tune counts one iteration per report, the engine one report per epoch.
-            iteration = recorded.get("training_iteration", 0) + (
-                metrics["epoch"] - recorded.get("epoch", 0)
-            )
-            return name, {**metrics, "training_iteration": iteration, "checkpoint_dir_name": name}
+        reports = _read_json(fs, f"{trial_dir}/{name}/{CHECKPOINT_REPORTS_FILE}")
+        if isinstance(reports, list) and reports and all("epoch" in r for r in reports):
+            return name, reports
+        for position, row in enumerate(rows):
+            if row.get("checkpoint_dir_name") == name:
+                return name, rows[: position + 1]
     return None
 
 
-def _read_json(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
+def _read_json(fs: pafs.FileSystem, path: str) -> Any:
     try:
         with fs.open_input_stream(path) as stream:
             return json.loads(stream.read().decode())
@@ -169,19 +187,23 @@ def _read_json(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
         return None
 
 
-def _results_by_checkpoint(fs: pafs.FileSystem, trial_dir: str) -> dict[str, dict[str, Any]]:
-    """The results in the trial's ``result.json``, by the checkpoint reported with each."""
+def _read_rows(fs: pafs.FileSystem, path: str) -> list[dict[str, Any]]:
+    """A ``result.json``'s rows, without a last line the crash cut short."""
     try:
-        with fs.open_input_stream(f"{trial_dir}/result.json") as stream:
+        with fs.open_input_stream(path) as stream:
             lines = stream.read().decode().splitlines()
     except OSError:
-        return {}
-    results = {}
+        return []
+    rows = []
     for line in lines:
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by the crash
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
             continue
-        if row.get("checkpoint_dir_name"):
-            results[row["checkpoint_dir_name"]] = row
-    return results
+    return rows
+
+
+def _write_rows(fs: pafs.FileSystem, path: str, rows: list[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(row) + "\n" for row in rows)
+    with fs.open_output_stream(path) as stream:
+        stream.write(text.encode())

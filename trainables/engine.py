@@ -30,7 +30,7 @@ from trainables.weighting import TaskWeighting, build_weighting
 
 __all__ = [
     "CHECKPOINT_FILE",
-    "CHECKPOINT_METRICS_FILE",
+    "CHECKPOINT_REPORTS_FILE",
     "TASK_METRICS",
     "EngineContext",
     "Reporter",
@@ -42,9 +42,10 @@ __all__ = [
 ]
 
 CHECKPOINT_FILE = "state.pt"
-#: The metrics reported with a checkpoint, beside it: what a resume that finds the
-#: checkpoint but not its result row (see ``search/recovery.py``) restores it with.
-CHECKPOINT_METRICS_FILE = "metrics.json"
+#: Every report of the run up to a checkpoint (its own last), beside it: what a resume
+#: that finds the checkpoint but not the trial's result rows restores them from (see
+#: ``search/recovery.py``).
+CHECKPOINT_REPORTS_FILE = "reports.json"
 
 #: Values of ``EngineContext.precision``.
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -345,6 +346,7 @@ class _Trainer:
         self.position = _Position()
         self.anchors: list[TaskAnchor] = []
         self.task_best: dict[str, _TaskBest] = {}
+        self.reports: list[dict[str, Any]] = []  # every report so far, for checkpoints
         self.resume_state: dict[str, Any] | None = None
         self.writer = None
 
@@ -369,6 +371,7 @@ class _Trainer:
             "task_best": {task: dataclasses.asdict(best) for task, best in self.task_best.items()},
             "shuffle_rng": self.shuffle.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "reports": list(self.reports),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -383,17 +386,18 @@ class _Trainer:
         }
         self.shuffle.set_state(state["shuffle_rng"])
         torch.set_rng_state(state["torch_rng"])
+        self.reports = list(state.get("reports", []))
         self.resume_state = state
 
     @contextmanager
-    def _checkpoint_dir(self, state_fn: Any, metrics: Mapping[str, Any]) -> Iterator[str | None]:
+    def _checkpoint_dir(self, state_fn: Any) -> Iterator[str | None]:
         if self.rank != 0:
             yield None
             return
         with tempfile.TemporaryDirectory(prefix="phasetune-ckpt-") as directory:
             torch.save(state_fn(), os.path.join(directory, CHECKPOINT_FILE))
-            with open(os.path.join(directory, CHECKPOINT_METRICS_FILE), "w") as file:
-                json.dump(dict(metrics), file, default=_jsonable)
+            with open(os.path.join(directory, CHECKPOINT_REPORTS_FILE), "w") as file:
+                json.dump(self.reports, file, default=_jsonable)
             yield directory
 
     # -- epochs ------------------------------------------------------------
@@ -723,8 +727,9 @@ class _Trainer:
             last_phase = self.position.phase_index == len(self.plan.phases) - 1
             metrics["plan_complete"] = int(phase_over and last_phase)
             self._log(metrics)
+            self.reports.append(dict(metrics))
             with self._checkpoint_dir(
-                lambda: self._state(optimizer, scheduler, weighting, early), metrics
+                lambda: self._state(optimizer, scheduler, weighting, early)
             ) as checkpoint_dir:
                 self.reporter.report(metrics, checkpoint_dir)
         return metrics

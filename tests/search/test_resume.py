@@ -176,27 +176,33 @@ def test_a_trial_whose_recorded_checkpoint_was_deleted_continues_from_a_newer_on
     assert repair_missing_checkpoints(store) == []
     assert max((directory / "tune").glob("experiment_state-*.json")).read_text() == snapshot
 
-    # The crash: Tune snapshotted the search (and synced result.json) when the trial's
-    # latest checkpoint was the one before the two on storage; the trial then reported
-    # its last two epochs with checkpoints, Tune deleted the snapshotted one
-    # (num_to_keep=2), and the driver died before the next snapshot.
-    deleted = f"checkpoint_{int(checkpoints[0].split('_')[1]) - 1:06d}"
+    # The crash: Tune snapshotted the search, and synced result.json, after epoch 4;
+    # the trial went on to report epochs 5 to 7, each with a checkpoint, Tune deleted
+    # all but the last two (num_to_keep=2), and the driver died before the next snapshot.
+    snapshot_epoch = len(rows) - 3
+    deleted = f"checkpoint_{snapshot_epoch - 1:06d}"
     assert not (trial_dir / deleted).exists()
-    _rewind_snapshot(directory / "tune", deleted, len(rows) - 2)
-    result_file.write_text("\n".join(rows[:-2]) + "\n")
 
+    def crash():
+        _rewind_snapshot(directory / "tune", deleted, snapshot_epoch)
+        result_file.write_text("\n".join(rows[:snapshot_epoch]) + "\n")
+
+    crash()
     (repaired,) = repair_missing_checkpoints(store)
     assert (repaired.missing, repaired.resumes_from) == (deleted, checkpoints[0])
-    # Restored with what that checkpoint's epoch reported, read from the checkpoint.
-    restored = json.loads(rows[-2])
+    # The results from after the snapshot up to that checkpoint come back from it.
+    repaired_rows = [json.loads(line) for line in result_file.read_text().splitlines()]
+    original_rows = [json.loads(line) for line in rows]
+    assert [r["epoch"] for r in repaired_rows] == list(range(1, len(rows)))
+    for repaired_row, original in zip(repaired_rows, original_rows, strict=False):
+        for name in ("val/acc", "target_score", "plan_progress", "training_iteration"):
+            assert repaired_row[name] == original[name], (repaired_row["epoch"], name)
     recorded = _recorded_checkpoint(directory / "tune")
     assert recorded.checkpoint.path.endswith(checkpoints[0])
-    assert recorded.metrics["training_iteration"] == restored["training_iteration"]
-    assert recorded.metrics["target_score"] == restored["target_score"]
-    result_file.write_text("\n".join(rows) + "\n")
+    assert recorded.metrics["training_iteration"] == len(rows) - 1
 
     # And a resume repairs the snapshot itself.
-    _rewind_snapshot(directory / "tune", deleted, len(rows) - 2)
+    crash()
     outcome = resume_search(directory)
 
     # Tune restored the trial instead of failing it for the missing checkpoint.
@@ -204,6 +210,8 @@ def test_a_trial_whose_recorded_checkpoint_was_deleted_continues_from_a_newer_on
     (item,) = outcome.ranked
     assert item.record.status == "done"
     assert item.record.trial_id == trial_dir.name
+    # It went on from the checkpoint after epoch 6. Tune keeps the results it logged
+    # in this Ray session, so epoch 7, logged before the "crash", shows twice here; a
+    # resume in a new session starts from the repaired result.json instead.
     epochs = [json.loads(line)["epoch"] for line in result_file.read_text().splitlines()]
-    # It ran its last epoch again, from the checkpoint before it.
     assert epochs == [*range(1, len(rows) + 1), len(rows)]

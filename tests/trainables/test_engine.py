@@ -13,7 +13,7 @@ from analysis.targets import NSL
 from tests.conftest import TINY_CONTEXT, TINY_PROGRESSIVE
 from trainables.engine import (
     CHECKPOINT_FILE,
-    CHECKPOINT_METRICS_FILE,
+    CHECKPOINT_REPORTS_FILE,
     EngineContext,
     _EarlyStopState,
     build_optimizer,
@@ -34,7 +34,7 @@ class RecordingReporter:
     def __init__(self, resume_from: dict | None = None, crash_after: int | None = None) -> None:
         self.reports: list[dict] = []
         self.states: list[dict] = []
-        self.checkpoint_metrics: list[dict] = []
+        self.checkpoint_reports: list[list[dict]] = []
         self.resume_from = resume_from
         self.crash_after = crash_after
 
@@ -42,8 +42,8 @@ class RecordingReporter:
         self.reports.append(dict(metrics))
         state = torch.load(os.path.join(checkpoint_dir, CHECKPOINT_FILE), weights_only=True)
         self.states.append(state)
-        with open(os.path.join(checkpoint_dir, CHECKPOINT_METRICS_FILE)) as file:
-            self.checkpoint_metrics.append(json.load(file))
+        with open(os.path.join(checkpoint_dir, CHECKPOINT_REPORTS_FILE)) as file:
+            self.checkpoint_reports.append(json.load(file))
         if self.crash_after is not None and len(self.reports) >= self.crash_after:
             raise KeyboardInterrupt("simulated crash")
 
@@ -70,10 +70,12 @@ def progressive_run():
     return plan, initial, reporter
 
 
-def test_each_checkpoint_carries_the_metrics_reported_with_it(progressive_run):
+def test_each_checkpoint_carries_every_report_up_to_it(progressive_run):
     _, _, reporter = progressive_run
-    assert reporter.checkpoint_metrics == reporter.reports
-    assert [m["epoch"] for m in reporter.checkpoint_metrics] == [1, 2, 3]
+    assert reporter.checkpoint_reports == [reporter.reports[: i + 1] for i in range(3)]
+    assert [r["epoch"] for r in reporter.checkpoint_reports[-1]] == [1, 2, 3]
+    # and in the state a resumed run continues them from
+    assert reporter.states[1]["reports"] == reporter.reports[:2]
 
 
 def test_progressive_trains_exactly_the_planned_groups(progressive_run):
@@ -142,6 +144,8 @@ def test_resume_continues_at_the_right_phase_and_epoch():
         (2, 4, 2),
         (3, 5, 1),
     ]
+    # Its checkpoints list every report of the run, those before the crash included.
+    assert [r["epoch"] for r in resumed.checkpoint_reports[-1]] == [1, 2, 3, 4, 5]
     # An uninterrupted run gives the same weights: the resume lost nothing.
     straight = RecordingReporter()
     run_plan(plan, context, straight)
