@@ -204,6 +204,12 @@ def _read_rows(fs: pafs.FileSystem, path: str) -> list[dict[str, Any]]:
 
 
 def _write_rows(fs: pafs.FileSystem, path: str, rows: list[dict[str, Any]]) -> None:
-    text = "".join(json.dumps(row) + "\n" for row in rows)
-    with fs.open_output_stream(path) as stream:
-        stream.write(text.encode())
+    """Replace a ``result.json``; on a local disk through a rename, so that a crash now
+    cannot leave it half written (an object store's upload is atomic already)."""
+    text = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    local = isinstance(fs, pafs.LocalFileSystem)
+    target = f"{path}.partial" if local else path
+    with fs.open_output_stream(target) as stream:
+        stream.write(text)
+    if local:
+        fs.move(target, path)

@@ -185,7 +185,8 @@ def test_a_trial_whose_recorded_checkpoint_was_deleted_continues_from_a_newer_on
 
     def crash():
         _rewind_snapshot(directory / "tune", deleted, snapshot_epoch)
-        result_file.write_text("\n".join(rows[:snapshot_epoch]) + "\n")
+        # with a row the crash cut short
+        result_file.write_text("\n".join(rows[:snapshot_epoch]) + "\n" + rows[-1][:20])
 
     crash()
     (repaired,) = repair_missing_checkpoints(store)
