@@ -165,3 +165,42 @@ def test_a_pickled_sampler_goes_on_as_the_original(tmp_path):
         return params
 
     assert go_on(pickle.loads(snapshot)) == go_on(sampler)
+
+
+def _tied_study(direction: str, infeasible: bool) -> optuna.Study:
+    """Complete trials that tie on their values, pruned ones that tie on the step and
+    value they stopped at (one stopped before reporting), some infeasible, two running."""
+    from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
+
+    study = optuna.create_study(direction=direction, sampler=optuna.samplers.RandomSampler(0))
+    for i in range(40):
+        trial = study.ask()
+        x = round(trial.suggest_float("x", 0.0, 1.0), 1)
+        if infeasible:
+            violation = [1.0 + x] if i % 7 == 0 else [-1.0]
+            study._storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, violation)
+        if i % 3 == 0:
+            if i != 9:
+                trial.report(x, step=1 + i % 2)
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, x if i % 3 == 1 else 0.5)
+        if i in (12, 30):
+            study.ask()  # left running, as with the constant liar
+    return study
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+@pytest.mark.parametrize("infeasible", [False, True], ids=["feasible", "some-infeasible"])
+def test_the_split_into_best_and_rest_is_optunas(direction, infeasible):
+    from optuna.samplers._tpe.sampler import _split_trials
+
+    study = _tied_study(direction, infeasible)
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    trials = study._get_trials(deepcopy=False, states=states, use_cache=False)
+    sampler = IncrementalTPESampler(seed=0)
+    for n_below in [*range(len(trials) + 2), 3, 0]:  # later calls read the kept keys
+        below, above = sampler._split(study, trials, n_below)
+        expected_below, expected_above = _split_trials(study, trials, n_below)
+        assert [t.number for t in below] == [t.number for t in expected_below]
+        assert [t.number for t in above] == [t.number for t in expected_above]
