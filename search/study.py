@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
 import sqlite3
@@ -34,6 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search.optuna import OptunaSearch
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 __all__ = [
     "NOT_RESUMED",
@@ -189,7 +191,9 @@ class SoleWriterStorage(BaseStorage):
     Writes reach the backend before the copy, except within ``batched()``: there a
     trial's parameters, attributes and intermediate values are held and written
     together when the block ends (one transaction on an RDB, where each costs a
-    commit), or before any other write or read of the backend.
+    commit), or before any other write or read of the backend. On an RDB, a value
+    the copy says is new is inserted as it is: the backend's own write would first
+    read the trial and the value back to check what the copy already knows.
     """
 
     def __init__(self, backend: BaseStorage) -> None:
@@ -394,33 +398,91 @@ class SoleWriterStorage(BaseStorage):
         self, trial_id: int, step: int, intermediate_value: float
     ) -> None:
         backend = self._backend
-        self._write(
-            lambda: backend.set_trial_intermediate_value(trial_id, step, intermediate_value),
-            lambda session: backend._set_trial_intermediate_value_without_commit(
-                session, trial_id, step, intermediate_value
-            ),
-        )
+        trial = self._cached(trial_id)
+        if trial is not None and step not in trial.intermediate_values:
+            backend.check_trial_is_updatable(trial_id, trial.state)
+            stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(
+                intermediate_value
+            )
+            self._write_new_row(
+                lambda: models.TrialIntermediateValueModel(
+                    trial_id=trial_id,
+                    step=step,
+                    intermediate_value=stored,
+                    intermediate_value_type=kind,
+                ),
+                lambda: backend.set_trial_intermediate_value(trial_id, step, intermediate_value),
+            )
+        else:
+            self._write(
+                lambda: backend.set_trial_intermediate_value(trial_id, step, intermediate_value),
+                lambda session: backend._set_trial_intermediate_value_without_commit(
+                    session, trial_id, step, intermediate_value
+                ),
+            )
         self._merge(trial_id, intermediate_values={step: intermediate_value})
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        backend = self._backend
-        self._write(
-            lambda: backend.set_trial_user_attr(trial_id, key, value),
-            lambda session: backend._set_trial_attr_without_commit(
-                session, models.TrialUserAttributeModel, trial_id, key, value
-            ),
-        )
-        self._merge(trial_id, user_attrs={key: value})
+        self._set_trial_attr(trial_id, key, value, models.TrialUserAttributeModel, "user_attrs")
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._set_trial_attr(trial_id, key, value, models.TrialSystemAttributeModel, "system_attrs")
+
+    def _set_trial_attr(
+        self,
+        trial_id: int,
+        key: str,
+        value: Any,
+        model: type[models.TrialUserAttributeModel | models.TrialSystemAttributeModel],
+        attribute: str,
+    ) -> None:
         backend = self._backend
-        self._write(
-            lambda: backend.set_trial_system_attr(trial_id, key, value),
-            lambda session: backend._set_trial_attr_without_commit(
-                session, models.TrialSystemAttributeModel, trial_id, key, value
-            ),
-        )
-        self._merge(trial_id, system_attrs={key: value})
+        trial = self._cached(trial_id)
+
+        def alone() -> None:
+            if model is models.TrialUserAttributeModel:
+                backend.set_trial_user_attr(trial_id, key, value)
+            else:
+                backend.set_trial_system_attr(trial_id, key, value)
+
+        if trial is not None and key not in getattr(trial, attribute):
+            backend.check_trial_is_updatable(trial_id, trial.state)
+            value_json = json.dumps(value)  # raised now for what JSON cannot write
+            self._write_new_row(
+                lambda: model(trial_id=trial_id, key=key, value_json=value_json), alone
+            )
+        else:
+            self._write(
+                alone,
+                lambda session: backend._set_trial_attr_without_commit(
+                    session, model, trial_id, key, value
+                ),
+            )
+        self._merge(trial_id, **{attribute: {key: value}})
+
+    def _write_new_row(self, new_row: Callable[[], Any], alone: Callable[[], None]) -> None:
+        """Add the row ``new_row`` makes: one the copy says is new, to a trial it says
+        can be updated (``alone`` is the backend's own write of it).
+
+        The backend's own write reads the trial and the row back first, to check both;
+        the copy is what the backend holds, so on an RDB the row is added as it is.
+        """
+        backend = self._backend
+        if not isinstance(backend, RDBStorage):
+            self._write(alone, lambda session: None)
+            return
+
+        def insert() -> None:
+            try:
+                with _create_scoped_session(backend.scoped_session) as session:
+                    session.add(new_row())
+            except IntegrityError:
+                # The row is there after all (written elsewhere): the backend's own write
+                # replaces it, as an unchecked write would have.
+                self._forget()
+                alone()
+
+        self._write(insert, lambda session: session.add(new_row()))
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         trial = self._cached(trial_id)

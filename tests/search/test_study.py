@@ -385,3 +385,46 @@ def test_a_trial_tune_did_not_resume_is_failed_once_the_resumed_search_ends(tmp_
         TrialState.RUNNING,
     ]
     assert stored.trials[1].user_attrs["fail_reason"] == NOT_RESUMED
+
+
+def test_the_sole_writer_storage_adds_new_rows_without_reading_the_trial_back(tmp_path):
+    from sqlalchemy import event
+
+    from search.study import SoleWriterStorage
+
+    backend = _backend("sqlite", tmp_path / "s")
+    storage = SoleWriterStorage(backend)
+    study = optuna.create_study(study_name="rows", storage=storage)
+    trial = study.ask()
+    statements = []
+    event.listen(
+        backend.engine,
+        "before_cursor_execute",
+        lambda _conn, _cursor, statement, *_: statements.append(statement.split()[0].upper()),
+    )
+    trial.report(0.5, 1)
+    trial.set_user_attr("note", "a")
+    storage.set_trial_system_attr(trial._trial_id, "origin", "test")
+    assert statements and "SELECT" not in statements
+    # A value written again replaces the row, through the backend's own checked write.
+    storage.set_trial_intermediate_value(trial._trial_id, 1, 0.75)
+    storage.set_trial_user_attr(trial._trial_id, "note", "b")
+    # A row another writer added behind the copy's back is replaced, not duplicated.
+    elsewhere = _backend("sqlite", tmp_path / "s")
+    elsewhere.set_trial_user_attr(trial._trial_id, "late", 1)
+    storage.set_trial_user_attr(trial._trial_id, "late", 2)
+
+    fresh = optuna.load_study(study_name="rows", storage=_backend("sqlite", tmp_path / "s"))
+    stored = fresh.trials[0]
+    assert stored.intermediate_values == {1: 0.75}
+    assert stored.user_attrs == {"note": "b", "late": 2}
+    assert stored.system_attrs["origin"] == "test"
+    copy = storage.get_trial(trial._trial_id)
+    assert (copy.intermediate_values, copy.user_attrs) == (
+        stored.intermediate_values,
+        stored.user_attrs,
+    )
+    # A finished trial takes no more values, as the backend says.
+    study.tell(trial, 1.0)
+    with pytest.raises(RuntimeError):
+        storage.set_trial_intermediate_value(trial._trial_id, 2, 0.9)
