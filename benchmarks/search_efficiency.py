@@ -50,6 +50,7 @@ By default only phasetune and random search run, one seed (7.5 minutes here);
     python benchmarks/search_efficiency.py --scheduler phase_asha --trials 30 --seeds 5
     python benchmarks/search_efficiency.py --startup-trials 4
     python benchmarks/search_efficiency.py --harder 0.8 0.82 0.84
+    python benchmarks/search_efficiency.py --trials 50 --seeds 2 --first-seed 1
 """
 
 from __future__ import annotations
@@ -189,10 +190,11 @@ def run(
     startup_trials: int = 10,
     variants: tuple[str, ...] | None = None,
     harder: tuple[float, ...] = (),
+    first_seed: int = 0,
 ) -> dict[str, Any]:
     """Run random search and ``variants`` (None: all three others) for seeds
-    ``0 .. seeds-1``; epochs to ``target`` and, from the same searches, to each of the
-    ``harder`` thresholds.
+    ``first_seed .. first_seed+seeds-1``; epochs to ``target`` and, from the same
+    searches, to each of the ``harder`` thresholds.
 
     Returns:
         ``rows``: one per seed and variant; ``summary``: per variant, over the seeds.
@@ -221,7 +223,7 @@ def run(
     }
     rows = []
     with tempfile.TemporaryDirectory(prefix="phasetune-bench-") as root, ray_running():
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             names = list(chosen)
             # Later searches in one Ray session find its workers warm; rotating the
             # order spreads that over the variants.
@@ -353,7 +355,13 @@ def _print(result: dict[str, Any], trials: int, epoch_scale: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=12, help="trials per search")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds 0 .. N-1")
+    parser.add_argument("--seeds", type=int, default=1, help="how many seeds")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="the first seed (so a long run can add seeds to an earlier one's)",
+    )
     parser.add_argument("--epoch-scale", type=float, default=0.5)
     parser.add_argument("--samples", type=int, default=2400, help="data set size")
     parser.add_argument("--target", type=float, default=0.75, help="val/acc threshold")
@@ -396,6 +404,7 @@ def main() -> None:
         args.startup_trials,
         None if "all" in args.variants else tuple(args.variants),
         tuple(args.harder),
+        args.first_seed,
     )
     _print(result, args.trials, args.epoch_scale)
     if args.json:

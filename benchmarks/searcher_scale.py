@@ -8,11 +8,11 @@ a network disk), with Optuna's own ``TPESampler`` (it suggests the same trials a
 search's ``IncrementalTPESampler``), with a journal file, with the random sampler, with
 Ray's plain ``OptunaSearch`` on an in-memory study, and with Tune's
 ``BasicVariantGenerator`` (random, no Optuna) shows what each part adds to Tune's own
-cost per trial. Printed
-per searcher and size: ms per trial (wall / trials), its ratio to the random
-generator, and the ms per trial spent inside the searcher (suggest, results,
-completion), the rest being Tune's. By default only the search and the generator
-run (a few minutes); ``--searchers all`` runs every one.
+cost per trial. Printed per searcher and size: ms per trial (wall / trials), its ratio
+to the random generator, the ms per trial spent inside the searcher (suggest, results,
+completion) and inside the scheduler (ASHA's calls), the rest being Tune's. By default
+only the search and the generator run (a few minutes); ``--searchers all`` runs every
+one.
 
     python benchmarks/searcher_scale.py                      # 100 and 1,000 trials
     python benchmarks/searcher_scale.py --searchers all      # every searcher
@@ -29,7 +29,7 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -139,6 +139,37 @@ class ClockedLimiter(ConcurrencyLimiter):
         self.seconds["complete"] += time.perf_counter() - started
 
 
+#: Tune's calls into a scheduler.
+SCHEDULER_CALLS = (
+    "on_trial_add",
+    "on_trial_result",
+    "on_trial_complete",
+    "on_trial_remove",
+    "on_trial_error",
+    "choose_trial_to_run",
+)
+
+
+def clock_scheduler(scheduler: Any) -> dict[str, float]:
+    """Time every call Tune makes into ``scheduler`` (its methods are wrapped in place);
+    the seconds add up under "scheduler" in the dict returned."""
+    seconds = {"scheduler": 0.0}
+
+    def timed(method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                seconds["scheduler"] += time.perf_counter() - started
+
+        return call
+
+    for name in SCHEDULER_CALLS:
+        setattr(scheduler, name, timed(getattr(scheduler, name)))
+    return seconds
+
+
 @dataclasses.dataclass(frozen=True)
 class Row:
     """One search of ``trials`` trials with one searcher."""
@@ -148,6 +179,7 @@ class Row:
     concurrency: int
     wall_s: float
     searcher_s: dict[str, float] | None
+    scheduler_s: float
     stopped_early: int
 
     @property
@@ -158,6 +190,10 @@ class Row:
         if self.searcher_s is None:
             return None
         return 1000 * sum(self.searcher_s.values()) / self.trials
+
+    @property
+    def scheduler_ms_per_trial(self) -> float:
+        return 1000 * self.scheduler_s / self.trials
 
 
 def _search_alg(
@@ -236,12 +272,14 @@ def run_one(
         search_alg, param_space = _search_alg(name, config, space, root, concurrency)
         if isinstance(search_alg, Searcher):
             search_alg = ClockedLimiter(search_alg, max_concurrent=concurrency)
+        scheduler = build_scheduler(config.search, _max_epochs(config, space))
+        scheduler_seconds = clock_scheduler(scheduler)
         tuner = tune.Tuner(
             tune.with_resources(dummy, {"cpu": cpus_per_trial}),
             param_space=param_space,
             tune_config=tune.TuneConfig(
                 search_alg=search_alg,
-                scheduler=build_scheduler(config.search, _max_epochs(config, space)),
+                scheduler=scheduler,
                 num_samples=trials,
                 reuse_actors=reuse_actors,
             ),
@@ -267,6 +305,7 @@ def run_one(
         concurrency=concurrency,
         wall_s=wall,
         searcher_s=dict(search_alg.seconds) if isinstance(search_alg, ClockedLimiter) else None,
+        scheduler_s=scheduler_seconds["scheduler"],
         stopped_early=sum(1 for result in results if result.metrics["epoch"] < EPOCHS),
     )
 
@@ -313,7 +352,8 @@ def format_table(rows: Sequence[Row]) -> str:
     reference = {row.trials: row.ms_per_trial for row in rows if row.searcher == "random"}
     lines = [
         f"{'searcher':<17} {'trials':>6} {'wall s':>7} {'ms/trial':>9} {'vs random':>9}"
-        f" {'in searcher':>11} {'suggest':>8} {'result':>7} {'complete':>8} {'stopped':>7}"
+        f" {'in searcher':>11} {'suggest':>8} {'result':>7} {'complete':>8}"
+        f" {'scheduler':>9} {'stopped':>7}"
     ]
     for row in rows:
         ratio = row.ms_per_trial / reference[row.trials] if row.trials in reference else None
@@ -327,7 +367,7 @@ def format_table(rows: Sequence[Row]) -> str:
             f"{row.searcher:<17} {row.trials:>6} {row.wall_s:>7.1f} {row.ms_per_trial:>9.1f}"
             f" {_fmt(ratio, 8, 2, 'x')} {_fmt(spent, 11, 1)} {_fmt(parts.get('suggest'), 8, 1)}"
             f" {_fmt(parts.get('result'), 7, 1)} {_fmt(parts.get('complete'), 8, 1)}"
-            f" {row.stopped_early:>7}"
+            f" {row.scheduler_ms_per_trial:>9.1f} {row.stopped_early:>7}"
         )
     return "\n".join(lines)
 

@@ -120,6 +120,8 @@ def test_searcher_scale_runs_the_real_searcher_and_the_references(ray_session):
     # The searcher's own calls are timed for Optuna searchers, not for the generator.
     assert timed["random"] is None
     assert all(seconds > 0 for seconds in timed["phasetune"].values())
+    # The scheduler's calls are timed for every searcher.
+    assert all(row.scheduler_s > 0 for row in rows)
     assert "phasetune" in benchmark.format_table(rows)
 
 
