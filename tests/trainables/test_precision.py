@@ -8,6 +8,7 @@ import torch
 from analysis.targets import NSL
 from tests.conftest import TINY_CONTEXT
 from tests.trainables.test_engine import RecordingReporter
+from trainables.data import load_dataset
 from trainables.engine import EngineContext, _Trainer, resolve_precision, run_plan
 from trainables.strategies import build_plan
 
@@ -52,8 +53,13 @@ def test_channels_last_changes_the_layout_not_the_result():
     plain = _run(precision="fp32", channels_last=False)
     last = _run(precision="fp32", channels_last=True)
     # Convolutions sum in another order: equal up to rounding that three epochs grow.
-    for metric in ("train/loss", "val/loss", "val/acc"):
+    for metric in ("train/loss", "val/loss"):
         assert last[-1][metric] == pytest.approx(plain[-1][metric], rel=1e-2)
+    # After three epochs the tiny model is still near chance on its 72 validation
+    # images, so that rounding can tip a few of them to another class (on some CPUs
+    # two do): accuracy is equal within three images.
+    one_image = 1 / len(load_dataset(TINY_CONTEXT.data).val)
+    assert last[-1]["val/acc"] == pytest.approx(plain[-1]["val/acc"], abs=3.01 * one_image)
 
 
 def test_channels_last_is_the_weights_layout_when_asked():
