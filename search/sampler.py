@@ -2,14 +2,16 @@
 that grows with the study.
 
 Every suggestion, Optuna's TPE walks the whole history in Python several times: it
-adds each finished trial's distributions to the grouped search space again, and it
-converts each trial's parameters to their internal form again for every group, below
-and above, and it scores every trial again to split the history into the best and the
-rest. A finished trial never changes, so ``IncrementalTPESampler`` does each of those
-once per trial and keeps the result. It suggests exactly what ``TPESampler``
-with the same arguments and seed suggests (``tests/search/test_sampler.py``); at
-1,000 trials a suggestion of the search took 41.9 ms with it against 76.9 ms with
-``TPESampler`` (``benchmarks/searcher_scale.py``, ``docs/benchmarks.md``).
+adds each finished trial's distributions to the grouped search space again; it scores
+every trial again (its constraints, how far a pruned one got) to split the history
+into the best and the rest; and it converts each trial's parameters to their internal
+form again for every group, below and above. A finished trial never changes, so
+``IncrementalTPESampler`` does each of those once per trial and keeps the result. It
+suggests exactly what ``TPESampler`` with the same arguments and seed suggests
+(``tests/search/test_sampler.py``); at 1,000 trials a suggestion of the search took
+41.9 ms with it against 76.9 ms with ``TPESampler`` before the split was kept too,
+24.6 ms after (``benchmarks/searcher_scale.py``, ``docs/benchmarks.md``; separate
+runs).
 
 It builds on TPE's internals in Optuna 5; ``pyproject.toml`` pins the major version.
 """
@@ -74,10 +76,6 @@ class _Observations:
         for column, value in zip(self._columns, row, strict=True):
             column.append(value)
         self._arrays = None
-
-    def row(self, trial_id: int) -> tuple[Any, ...] | None:
-        position = self.index[trial_id]
-        return None if position < 0 else tuple(column[position] for column in self._columns)
 
     def arrays(self) -> list[np.ndarray]:
         # A column's values all have one type (float, or int for a categorical
