@@ -56,8 +56,11 @@ class TrialProgress(Callback):
         self.finished += 1
         result = trial.last_result or {}
         how = "finished" if result.get("plan_complete") else "stopped early by the scheduler"
-        # Each task's metric for a multi-task trial, val/acc for a single-task one.
-        shown = [name for name in MULTI_TASK_METRICS if name in result] or ["val/acc"]
+        # Each task's metric for a multi-task trial, val/acc for a single-task one
+        # (which reports its accuracy as val/cls_acc too).
+        multi_task = any(name in result for name in MULTI_TASK_METRICS[:-1])
+        shown = [name for name in MULTI_TASK_METRICS if name in result] if multi_task else []
+        shown = shown or ["val/acc"]
         values = ", ".join(f"{name} {result.get(name, float('nan')):.4f}" for name in shown)
         self.print_line(
             f"trial {trial.trial_id} {how} after {result.get('epoch', 0)} epochs: {values},"
