@@ -58,7 +58,7 @@ class TrialProgress(Callback):
         how = "finished" if result.get("plan_complete") else "stopped early by the scheduler"
         # Each task's metric for a multi-task trial, val/acc for a single-task one
         # (which reports its accuracy as val/cls_acc too).
-        multi_task = any(name in result for name in MULTI_TASK_METRICS[:-1])
+        multi_task = "val/det_map50" in result or "val/seg_miou" in result
         shown = [name for name in MULTI_TASK_METRICS if name in result] if multi_task else []
         shown = shown or ["val/acc"]
         values = ", ".join(f"{name} {result.get(name, float('nan')):.4f}" for name in shown)

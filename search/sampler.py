@@ -259,7 +259,7 @@ class IncrementalTPESampler(TPESampler):
             best = heapq.nsmallest(min(n_below, len(entries)), entries, key=_rank)
             below.extend(trial for _, _, trial in best)
             n_below -= len(best)
-        below_infeasible, _ = _split_infeasible_trials(infeasible, max(0, n_below))
+        below_infeasible, _ = _split_infeasible_trials(infeasible, n_below)
         below.extend(below_infeasible)
         chosen = {id(trial) for trial in below}
         above = [trial for trial in trials if id(trial) not in chosen]

@@ -341,35 +341,33 @@ class SoleWriterStorage(BaseStorage):
         backend = self._backend
         trial = self._cached(trial_id)
 
+        def alone() -> None:
+            backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+
         known = trial is not None and param_name in self._distributions[self._where[trial_id][0]]
-
-        def in_session(session: Any) -> None:
-            if not known:  # the backend checks it against the study's other trials
-                backend._set_trial_param_without_commit(
-                    session, trial_id, param_name, param_value_internal, distribution
-                )
-            else:  # checked below against the copy, which is what the backend holds
-                session.add(
-                    models.TrialParamModel(
-                        trial_id=trial_id,
-                        param_name=param_name,
-                        param_value=param_value_internal,
-                        distribution_json=distribution_to_json(distribution),
-                    )
-                )
-
         if trial is not None:
             # Raised now, as the backend would, not when a batch is written.
             backend.check_trial_is_updatable(trial_id, trial.state)
             study_distributions = self._distributions[self._where[trial_id][0]]
             first = study_distributions.setdefault(param_name, distribution)
             check_distribution_compatibility(first, distribution)
-        self._write(
-            lambda: backend.set_trial_param(
-                trial_id, param_name, param_value_internal, distribution
-            ),
-            in_session,
-        )
+        if known:  # checked above against the copy, which is what the backend holds
+            self._write_new_row(
+                lambda: models.TrialParamModel(
+                    trial_id=trial_id,
+                    param_name=param_name,
+                    param_value=param_value_internal,
+                    distribution_json=distribution_to_json(distribution),
+                ),
+                alone,
+            )
+        else:  # the backend checks it against the study's other trials
+            self._write(
+                alone,
+                lambda session: backend._set_trial_param_without_commit(
+                    session, trial_id, param_name, param_value_internal, distribution
+                ),
+            )
         self._merge(
             trial_id,
             params={param_name: distribution.to_external_repr(param_value_internal)},
@@ -423,10 +421,24 @@ class SoleWriterStorage(BaseStorage):
         self._merge(trial_id, intermediate_values={step: intermediate_value})
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._set_trial_attr(trial_id, key, value, models.TrialUserAttributeModel, "user_attrs")
+        self._set_trial_attr(
+            trial_id,
+            key,
+            value,
+            models.TrialUserAttributeModel,
+            "user_attrs",
+            lambda: self._backend.set_trial_user_attr(trial_id, key, value),
+        )
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._set_trial_attr(trial_id, key, value, models.TrialSystemAttributeModel, "system_attrs")
+        self._set_trial_attr(
+            trial_id,
+            key,
+            value,
+            models.TrialSystemAttributeModel,
+            "system_attrs",
+            lambda: self._backend.set_trial_system_attr(trial_id, key, value),
+        )
 
     def _set_trial_attr(
         self,
@@ -435,16 +447,12 @@ class SoleWriterStorage(BaseStorage):
         value: Any,
         model: type[models.TrialUserAttributeModel | models.TrialSystemAttributeModel],
         attribute: str,
+        alone: Callable[[], None],
     ) -> None:
+        """Set a user or system attribute (``attribute`` names the trial's dict of them;
+        ``alone`` is the backend's own write)."""
         backend = self._backend
         trial = self._cached(trial_id)
-
-        def alone() -> None:
-            if model is models.TrialUserAttributeModel:
-                backend.set_trial_user_attr(trial_id, key, value)
-            else:
-                backend.set_trial_system_attr(trial_id, key, value)
-
         if trial is not None and key not in getattr(trial, attribute):
             backend.check_trial_is_updatable(trial_id, trial.state)
             value_json = json.dumps(value)  # raised now for what JSON cannot write
