@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,10 +38,14 @@ TINY_EXPERIMENT = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+    """``count`` different free ports: each probe stays bound until all are taken, or
+    the system may hand out one port twice (and `ray start` refuses a shared port)."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
 
 
 # -- addresses and storage locations (no Ray) ---------------------------------------
@@ -174,7 +179,7 @@ def s3_results():
     """
     moto_server = pytest.importorskip("moto.server")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = _free_port()
+    (port,) = _free_ports(1)
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     options = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
@@ -313,7 +318,7 @@ def ray_head():
     import psutil
 
     temp_dir = tempfile.mkdtemp(prefix="pt-job-", dir="/tmp")
-    gcs_port, dashboard_port = _free_port(), _free_port()
+    gcs_port, dashboard_port, client, agent, agent_grpc, runtime_env, metrics = _free_ports(7)
     command = [
         str(Path(sys.executable).with_name("ray")),
         "start",
@@ -323,11 +328,11 @@ def ray_head():
         f"--port={gcs_port}",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dashboard_port}",
-        f"--ray-client-server-port={_free_port()}",
-        f"--dashboard-agent-listen-port={_free_port()}",
-        f"--dashboard-agent-grpc-port={_free_port()}",
-        f"--runtime-env-agent-port={_free_port()}",
-        f"--metrics-export-port={_free_port()}",
+        f"--ray-client-server-port={client}",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env}",
+        f"--metrics-export-port={metrics}",
         "--num-cpus=2",
         "--num-gpus=0",
         f"--temp-dir={temp_dir}",
