@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +178,43 @@ def test_gpu_throughput_without_a_gpu_prints_one_line_and_exits_0():
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1
     assert "no CUDA GPU" in lines[0]
+
+
+def test_gpu_throughput_shares_a_logical_gpu_among_trials():
+    # Its own Ray, with one GPU declared on this GPU-free machine: Ray schedules the
+    # trials' fractional GPU requests as on a real one, and the engine, finding no
+    # CUDA, trains on the CPU. What this checks is the sharing part's plumbing.
+    script = """
+import dataclasses, importlib.util, json, sys
+import ray
+from search.config import load_experiment
+from search.experiment import configure_runtime
+spec = importlib.util.spec_from_file_location("gpu_throughput", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = module
+spec.loader.exec_module(module)
+configure_runtime()
+ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False)
+config = load_experiment(None)
+plan = module.benchmark_plan(config, 360, 2, True)
+shared = [dataclasses.asdict(module.share_gpu(n, config, plan, 2)) for n in (1, 2)]
+ray.shutdown()
+print(json.dumps(shared))
+"""
+    environment = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(BENCHMARKS / "gpu_throughput.py")],
+        cwd=BENCHMARKS.parent,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    shared = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [row["trials"] for row in shared] == [1, 2]
+    for row in shared:
+        assert row["per_trial_per_s"] > 0
+        assert row["total_per_s"] == pytest.approx(row["per_trial_per_s"] * row["trials"])
+        # No GPU to read here: no utilisation rather than a made-up one.
+        assert row["gpu_util_percent"] is None
