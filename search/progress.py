@@ -58,9 +58,9 @@ class TrialProgress(Callback):
         how = "finished" if result.get("plan_complete") else "stopped early by the scheduler"
         # Each task's metric for a multi-task trial, val/acc for a single-task one
         # (which reports its accuracy as val/cls_acc too).
-        multi_task = "val/det_map50" in result or "val/seg_miou" in result
-        shown = [name for name in MULTI_TASK_METRICS if name in result] if multi_task else []
-        shown = shown or ["val/acc"]
+        shown = [name for name in MULTI_TASK_METRICS if name in result]
+        if shown in ([], ["val/cls_acc"]):
+            shown = ["val/acc"]
         values = ", ".join(f"{name} {result.get(name, float('nan')):.4f}" for name in shown)
         self.print_line(
             f"trial {trial.trial_id} {how} after {result.get('epoch', 0)} epochs: {values},"
