@@ -63,7 +63,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from search.config import ExperimentConfig, load_experiment
+from pydantic import ValidationError
+
+from search.config import (
+    ExperimentConfig,
+    SearchConfig,
+    load_experiment,
+)
 from search.experiment import ray_running, run_search
 from trainables.data import load_dataset
 from trainables.models import ensure_pretrained
@@ -179,6 +185,56 @@ def _summary(rows: list[dict[str, Any]], variant: str) -> dict[str, Any]:
     }
 
 
+#: What must match for random search's rows of one run to stand in another's.
+COMPARABLE = ("trials", "epoch_scale", "samples", "target", "tiny")
+
+
+def random_rows_from(
+    path: Path, settings: dict[str, Any], seeds: range, harder: tuple[float, ...]
+) -> dict[int, dict[str, Any]]:
+    """Random search's rows per seed from an earlier run's ``--json``.
+
+    Random search's recipes depend on the seed alone, and it never stops a trial, so
+    its epochs to each threshold repeat from run to run (within the epoch or two by
+    which two concurrent trials' reports interleave); its wall times are another
+    run's.
+
+    Raises:
+        ValueError: one line naming what does not fit.
+    """
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--random-from {path}: cannot read it ({error})") from None
+    recorded = earlier.get("settings")
+    if not isinstance(recorded, dict):
+        raise ValueError(f"--random-from {path}: it records no settings; use a newer run's --json")
+    for key in COMPARABLE:
+        if recorded.get(key) != settings[key]:
+            raise ValueError(
+                f"--random-from {path}: it ran with {key} {recorded.get(key)!r}, this run"
+                f" with {settings[key]!r}; use the same {key}"
+            )
+    rows = {row["seed"]: row for row in earlier.get("rows", []) if row["variant"] == RANDOM}
+    missing = [seed for seed in seeds if seed not in rows]
+    if missing:
+        raise ValueError(
+            f"--random-from {path}: no random search for seed {missing[0]}; use seeds"
+            f" {sorted(rows)} or run random search"
+        )
+    for threshold in harder:
+        if any(str(threshold) not in rows[seed]["harder"] for seed in seeds):
+            raise ValueError(
+                f"--random-from {path}: no epochs to --harder {threshold:g}; use"
+                f" thresholds it measured"
+            )
+    # Only the thresholds this run measures, so every variant's rows have the same.
+    return {
+        seed: {**rows[seed], "harder": {str(t): rows[seed]["harder"][str(t)] for t in harder}}
+        for seed in seeds
+    }
+
+
 def run(
     trials: int,
     seeds: int,
@@ -191,17 +247,41 @@ def run(
     variants: tuple[str, ...] | None = None,
     harder: tuple[float, ...] = (),
     first_seed: int = 0,
+    early_stopping: dict[str, float] | None = None,
+    random_from: Path | None = None,
 ) -> dict[str, Any]:
     """Run random search and ``variants`` (None: all three others) for seeds
     ``first_seed .. first_seed+seeds-1``; epochs to ``target`` and, from the same
     searches, to each of the ``harder`` thresholds.
 
+    ``early_stopping`` overrides the scheduler's settings (``grace_period``,
+    ``grace_fraction``, ``reduction_factor``); ``random_from`` takes random search's
+    rows from an earlier run's ``--json`` instead of running it again.
+
     Returns:
-        ``rows``: one per seed and variant; ``summary``: per variant, over the seeds.
+        ``settings``, ``rows``: one per seed and variant; ``summary``: per variant,
+        over the seeds.
     """
+    settings = {
+        "trials": trials,
+        "epoch_scale": epoch_scale,
+        "samples": samples,
+        "target": target,
+        "tiny": tiny,
+        "startup_trials": startup_trials,
+        "scheduler": scheduler,
+        **(early_stopping or {}),
+    }
+    seed_range = range(first_seed, first_seed + seeds)
+    earlier_random = (
+        random_rows_from(random_from, settings, seed_range, harder) if random_from else {}
+    )
     base = load_experiment(None).model_dump()
     base["search"].update(
-        num_samples=trials, epoch_scale=epoch_scale, startup_trials=startup_trials
+        num_samples=trials,
+        epoch_scale=epoch_scale,
+        startup_trials=startup_trials,
+        **(early_stopping or {}),
     )
     base["dataset"]["num_samples"] = samples
     base["targets"] = [
@@ -223,8 +303,8 @@ def run(
     }
     rows = []
     with tempfile.TemporaryDirectory(prefix="phasetune-bench-") as root, ray_running():
-        for seed in range(first_seed, first_seed + seeds):
-            names = list(chosen)
+        for seed in seed_range:
+            names = [name for name in chosen if not (name == RANDOM and earlier_random)]
             # Later searches in one Ray session find its workers warm; rotating the
             # order spreads that over the variants.
             names = names[seed % len(names) :] + names[: seed % len(names)]
@@ -252,6 +332,8 @@ def run(
                     "epochs": len(reports),
                     "wall_s": outcome.wall_seconds,
                 }
+            if earlier_random:
+                by_variant[RANDOM] = earlier_random[seed]
             random = by_variant[RANDOM]
             for name in chosen:
                 row = by_variant[name]
@@ -263,6 +345,8 @@ def run(
                     )
                 rows.append(row)
     return {
+        "settings": settings,
+        "random_from": str(random_from) if random_from else None,
         "target": target,
         "phasetune": PHASETUNE,
         "rows": rows,
@@ -384,6 +468,23 @@ def main() -> None:
         help="searches to run besides random search, which always runs (the ratios need"
         " it); all: every one",
     )
+    parser.add_argument(
+        "--grace-period", type=int, help="asha: epochs before its first decision (default 2)"
+    )
+    parser.add_argument(
+        "--grace-fraction",
+        type=float,
+        help="phase_asha: share of each plan before its first decision (default 0.25)",
+    )
+    parser.add_argument(
+        "--reduction-factor", type=float, help="the share 1/this of trials goes on (default 3)"
+    )
+    parser.add_argument(
+        "--random-from",
+        type=Path,
+        help="random search's numbers from an earlier run's --json with the same trials,"
+        " epoch scale, data size and target (saves running it again)",
+    )
     parser.add_argument("--tiny", action="store_true", help="smallest size (smoke test)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
@@ -393,6 +494,38 @@ def main() -> None:
             f"--variants {' '.join(sorted(unknown))} does not run with --scheduler"
             f" {args.scheduler}; use tpe+{args.scheduler}"
         )
+    early_stopping = {
+        key: value
+        for key, value in (
+            ("grace_period", args.grace_period),
+            ("grace_fraction", args.grace_fraction),
+            ("reduction_factor", args.reduction_factor),
+        )
+        if value is not None
+    }
+    # Checked before Ray starts, so a wrong file costs a line, not a search.
+    try:
+        if args.random_from:
+            random_rows_from(
+                args.random_from,
+                {
+                    "trials": args.trials,
+                    "epoch_scale": args.epoch_scale,
+                    "samples": args.samples,
+                    "target": args.target,
+                    "tiny": args.tiny,
+                },
+                range(args.first_seed, args.first_seed + args.seeds),
+                tuple(args.harder),
+            )
+    except ValueError as error:
+        parser.error(str(error))
+    try:
+        SearchConfig.model_validate(early_stopping)
+    except ValidationError as error:
+        first = error.errors()[0]
+        flag = "--" + str(first["loc"][0]).replace("_", "-")
+        parser.error(f"{flag}: {first['msg'].lower()} (got {first['input']!r})")
     result = run(
         args.trials,
         args.seeds,
@@ -405,6 +538,8 @@ def main() -> None:
         None if "all" in args.variants else tuple(args.variants),
         tuple(args.harder),
         args.first_seed,
+        early_stopping or None,
+        args.random_from,
     )
     _print(result, args.trials, args.epoch_scale)
     if args.json:

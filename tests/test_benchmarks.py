@@ -55,11 +55,11 @@ def test_overhead_benchmark_runs_and_its_variants_train_alike(ray_session):
     assert all(name in text for name in variants)
 
 
-def test_search_efficiency_benchmark_measures_epochs_to_target(ray_session):
+def test_search_efficiency_benchmark_measures_epochs_to_target(ray_session, tmp_path):
+    benchmark = _load("search_efficiency")
     # Chance on the tiny data is 1/6, so a low target is met and the hit is measured.
-    result = _load("search_efficiency").run(
-        trials=2, seeds=1, epoch_scale=0.1, samples=360, target=0.1, tiny=True, harder=(1.01,)
-    )
+    sizes = dict(trials=2, seeds=1, epoch_scale=0.1, samples=360, target=0.1, tiny=True)
+    result = benchmark.run(**sizes, harder=(1.01, 0.2))
     variants = {"phasetune", "tpe+asha", "random+fifo", "tpe+fifo"}
     assert {row["variant"] for row in result["rows"]} == variants
     for row in result["rows"]:
@@ -69,6 +69,69 @@ def test_search_efficiency_benchmark_measures_epochs_to_target(ray_session):
         assert row["harder"]["1.01"]["vs_random_bound"] == "-"
     assert set(result["summary"]) == variants
     assert result["summary"]["phasetune"]["harder"]["1.01"]["reached"] == 0
+
+    # Again with other early stopping, random search taken from the first run.
+    earlier = tmp_path / "first.json"
+    earlier.write_text(json.dumps(result))
+    again = benchmark.run(
+        **sizes,
+        variants=("phasetune",),
+        harder=(0.2,),
+        early_stopping={"grace_period": 1, "reduction_factor": 2.0},
+        random_from=earlier,
+    )
+    assert again["settings"]["grace_period"] == 1
+    assert again["random_from"] == str(earlier)
+    rows = {row["variant"]: row for row in again["rows"]}
+    assert set(rows) == {"phasetune", "random+fifo"}
+    before = next(row for row in result["rows"] if row["variant"] == "random+fifo")
+    for key in ("epochs_to_target", "epochs", "best_target_score", "wall_s"):
+        assert rows["random+fifo"][key] == before[key], key
+    # Only the thresholds this run asked for, so every variant's rows line up.
+    assert set(rows["random+fifo"]["harder"]) == set(rows["phasetune"]["harder"]) == {"0.2"}
+    expected = rows["phasetune"]["epochs_to_target"] / before["epochs_to_target"]
+    assert rows["phasetune"]["vs_random"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"settings": None}, "records no settings; use a newer run's --json"),
+        ({"settings": {"trials": 30}}, "ran with trials 30, this run with 50; use the same trials"),
+        ({"rows": []}, "no random search for seed 6; use seeds [] or run random search"),
+        ({"harder": {}}, "no epochs to --harder 0.8; use thresholds it measured"),
+    ],
+)
+def test_search_efficiency_refuses_random_search_that_does_not_fit(tmp_path, change, message):
+    benchmark = _load("search_efficiency")
+    settings = {"trials": 50, "epoch_scale": 0.5, "samples": 2400, "target": 0.75, "tiny": False}
+    row = {"seed": 6, "variant": "random+fifo", "harder": {"0.8": {"epochs_to_target": 9}}}
+    earlier = {"settings": dict(settings), "rows": [row]}
+    if "settings" in change:
+        earlier["settings"] = change["settings"] and {**settings, **change["settings"]}
+    if "rows" in change:
+        earlier["rows"] = change["rows"]
+    if "harder" in change:
+        row["harder"] = change["harder"]
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(earlier))
+    with pytest.raises(ValueError, match="--random-from .*earlier.json: ") as raised:
+        benchmark.random_rows_from(path, settings, range(6, 7), (0.8,))
+    assert str(raised.value).endswith(message)
+    assert "\n" not in str(raised.value)
+
+
+def test_search_efficiency_reads_the_committed_random_search():
+    benchmark = _load("search_efficiency")
+    settings = {"trials": 50, "epoch_scale": 0.5, "samples": 2400, "target": 0.75, "tiny": False}
+    rows = benchmark.random_rows_from(
+        BENCHMARKS / "results" / "random_search_50_trials_seeds_4-7.json",
+        settings,
+        range(4, 8),
+        (0.8, 0.82, 0.84, 0.85),
+    )
+    assert sorted(rows) == [4, 5, 6, 7]
+    assert rows[7]["harder"]["0.85"]["epochs_to_target"] == 674
 
 
 def test_search_efficiency_refuses_a_variant_its_scheduler_does_not_run():
