@@ -1,4 +1,4 @@
-"""Early stopping compared: phase-aligned ASHA vs plain ASHA vs none (FIFO).
+"""Early stopping compared: plain, per-strategy and phase-aligned ASHA vs none (FIFO).
 
 Each scheduler runs the same search: the quickstart's task, the documents'
 baselines first, then recipes from a *seeded random* sampler, so every scheduler
@@ -23,7 +23,7 @@ from typing import Any
 from search.config import ExperimentConfig, load_experiment
 from search.experiment import ray_running, run_search
 
-SCHEDULERS = ("fifo", "asha", "phase_asha")
+SCHEDULERS = ("fifo", "asha", "strategy_asha", "phase_asha")
 
 
 def _recipe_key(record: Any) -> str:

@@ -456,7 +456,9 @@ def main() -> None:
         default=[0.8, 0.82],
         help="further val/acc thresholds measured from the same searches",
     )
-    parser.add_argument("--scheduler", choices=("asha", "phase_asha"), default="asha")
+    parser.add_argument(
+        "--scheduler", choices=("asha", "strategy_asha", "phase_asha"), default="asha"
+    )
     parser.add_argument(
         "--startup-trials", type=int, default=10, help="TPE's random trials before it models"
     )
@@ -464,7 +466,7 @@ def main() -> None:
         "--variants",
         nargs="+",
         default=[PHASETUNE],
-        choices=(PHASETUNE, "tpe+asha", "tpe+phase_asha", "tpe+fifo", "all"),
+        choices=(PHASETUNE, "tpe+asha", "tpe+strategy_asha", "tpe+phase_asha", "tpe+fifo", "all"),
         help="searches to run besides random search, which always runs (the ratios need"
         " it); all: every one",
     )

@@ -329,7 +329,7 @@ class SearchConfig(_Section):
     #: learned from single-phase trials ASHA had cut short and never found the
     #: recipe 10 finds (docs/benchmarks.md).
     startup_trials: int = Field(10, ge=1)
-    scheduler: Literal["asha", "phase_asha", "median", "fifo"] = "asha"
+    scheduler: Literal["asha", "strategy_asha", "phase_asha", "median", "fifo"] = "asha"
     max_concurrent_trials: int | None = Field(None, ge=1)
     seed: int = Field(0, ge=0)
     epoch_scale: float = Field(1.0, gt=0.0, le=100.0)

@@ -27,7 +27,7 @@ def _load(name: str):
 
 def test_early_stopping_benchmark_runs_at_the_smallest_size(ray_session):
     rows = _load("early_stopping").run(trials=2, epoch_scale=0.1, samples=360, seed=0, tiny=True)
-    assert set(rows) == {"fifo", "asha", "phase_asha"}
+    assert set(rows) == {"fifo", "asha", "strategy_asha", "phase_asha"}
     for row in rows.values():
         assert row["epochs"] >= 1
         assert row["fifo_winner_status"] != "not sampled"  # same recipes under every scheduler
