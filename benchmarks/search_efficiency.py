@@ -4,9 +4,10 @@ Four searches over the quickstart's space (progressive vs single_phase on the sy
 signs), with the same trial budget and seed:
 
 - ``phasetune``: what ``phasetune run`` does: the documents' baselines first, then
-  Optuna's TPE, with phasetune's early stopping (``--scheduler``: asha, as the
-  quickstart, or phase_asha);
-- ``tpe+asha``: the same without the baselines, so only sampler and scheduler count;
+  Optuna's TPE, with phasetune's early stopping (``--scheduler``: strategy_asha, as
+  the quickstart, or asha, or phase_asha);
+- ``tpe+strategy_asha``: the same without the baselines, so only sampler and scheduler
+  count;
 - ``random+fifo``: random search, every trial runs its whole plan (the obvious
   alternative);
 - ``tpe+fifo``: TPE alone, every trial runs its whole plan.
@@ -241,7 +242,7 @@ def run(
     epoch_scale: float,
     samples: int,
     target: float,
-    scheduler: str = "asha",
+    scheduler: str = "strategy_asha",
     tiny: bool = False,
     startup_trials: int = 10,
     variants: tuple[str, ...] | None = None,
@@ -457,7 +458,10 @@ def main() -> None:
         help="further val/acc thresholds measured from the same searches",
     )
     parser.add_argument(
-        "--scheduler", choices=("asha", "strategy_asha", "phase_asha"), default="asha"
+        "--scheduler",
+        choices=("asha", "strategy_asha", "phase_asha"),
+        default="strategy_asha",
+        help="phasetune's early stopping (default: the search's own)",
     )
     parser.add_argument(
         "--startup-trials", type=int, default=10, help="TPE's random trials before it models"
@@ -471,7 +475,9 @@ def main() -> None:
         " it); all: every one",
     )
     parser.add_argument(
-        "--grace-period", type=int, help="asha: epochs before its first decision (default 2)"
+        "--grace-period",
+        type=int,
+        help="asha, strategy_asha: epochs before the first decision (default 2)",
     )
     parser.add_argument(
         "--grace-fraction",

@@ -60,7 +60,7 @@ def test_search_efficiency_benchmark_measures_epochs_to_target(ray_session, tmp_
     # Chance on the tiny data is 1/6, so a low target is met and the hit is measured.
     sizes = dict(trials=2, seeds=1, epoch_scale=0.1, samples=360, target=0.1, tiny=True)
     result = benchmark.run(**sizes, harder=(1.01, 0.2))
-    variants = {"phasetune", "tpe+asha", "random+fifo", "tpe+fifo"}
+    variants = {"phasetune", "tpe+strategy_asha", "random+fifo", "tpe+fifo"}
     assert {row["variant"] for row in result["rows"]} == variants
     for row in result["rows"]:
         assert 1 <= row["epochs_to_target"] <= row["epochs"]
