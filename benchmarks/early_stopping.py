@@ -77,12 +77,12 @@ def main() -> None:
     rows = run(args.trials, args.epoch_scale, args.samples, args.seed, args.tiny)
     fifo_epochs = rows["fifo"]["epochs"]
     print(
-        f"{'scheduler':<11} {'best score':>10} {'best acc':>9} {'epochs':>7} {'vs fifo':>8}"
+        f"{'scheduler':<13} {'best score':>10} {'best acc':>9} {'epochs':>7} {'vs fifo':>8}"
         f" {'wall s':>7}  fifo's winner"
     )
     for scheduler, row in rows.items():
         print(
-            f"{scheduler:<11} {row['best_target_score']:>10.4f} {row['best_val_acc']:>9.4f}"
+            f"{scheduler:<13} {row['best_target_score']:>10.4f} {row['best_val_acc']:>9.4f}"
             f" {row['epochs']:>7} {row['epochs'] / fifo_epochs:>7.2f}x {row['wall_s']:>7.0f}"
             f"  {row['fifo_winner_status']} (rank {row['fifo_winner_rank']})"
         )
