@@ -66,11 +66,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from search.config import (
-    ExperimentConfig,
-    SearchConfig,
-    load_experiment,
-)
+from search.config import ExperimentConfig, SearchConfig, load_experiment
 from search.experiment import ray_running, run_search
 from trainables.data import load_dataset
 from trainables.models import ensure_pretrained
@@ -190,6 +186,12 @@ def _summary(rows: list[dict[str, Any]], variant: str) -> dict[str, Any]:
 COMPARABLE = ("trials", "epoch_scale", "samples", "target", "tiny")
 
 
+def _comparable(
+    trials: int, epoch_scale: float, samples: int, target: float, tiny: bool
+) -> dict[str, Any]:
+    return dict(zip(COMPARABLE, (trials, epoch_scale, samples, target, tiny), strict=True))
+
+
 def random_rows_from(
     path: Path, settings: dict[str, Any], seeds: range, harder: tuple[float, ...]
 ) -> dict[int, dict[str, Any]]:
@@ -264,11 +266,7 @@ def run(
         over the seeds.
     """
     settings = {
-        "trials": trials,
-        "epoch_scale": epoch_scale,
-        "samples": samples,
-        "target": target,
-        "tiny": tiny,
+        **_comparable(trials, epoch_scale, samples, target, tiny),
         "startup_trials": startup_trials,
         "scheduler": scheduler,
         **(early_stopping or {}),
@@ -516,13 +514,7 @@ def main() -> None:
         if args.random_from:
             random_rows_from(
                 args.random_from,
-                {
-                    "trials": args.trials,
-                    "epoch_scale": args.epoch_scale,
-                    "samples": args.samples,
-                    "target": args.target,
-                    "tiny": args.tiny,
-                },
+                _comparable(args.trials, args.epoch_scale, args.samples, args.target, args.tiny),
                 range(args.first_seed, args.first_seed + args.seeds),
                 tuple(args.harder),
             )
