@@ -171,6 +171,46 @@ def test_search_efficiency_counts_epochs_to_each_threshold_in_report_order():
     assert benchmark._ratio({"epochs_to_target": None}, theirs, 10, 40) == (">=", 10 / 16)
 
 
+def _hits(*ratios: tuple[str, float | None], reached: int) -> list[dict]:
+    hits = [{"vs_random_bound": bound, "vs_random": ratio} for bound, ratio in ratios]
+    for hit, _ in zip(hits, range(reached), strict=False):
+        hit["epochs_to_target"], hit["wall_to_target_s"] = 10, 1.0
+    for hit in hits[reached:]:
+        hit["epochs_to_target"] = hit["wall_to_target_s"] = None
+    return hits
+
+
+def test_search_efficiency_bounds_the_ratio_over_seeds_random_search_never_met():
+    benchmark = _load("search_efficiency")
+    # Both met it in two seeds; in a third only this search did, within 0.1x random
+    # search's budget; in a fourth neither did.
+    hits = _hits(("=", 0.8), ("=", 0.2), ("<=", 0.1), ("-", None), reached=3)
+    summary = benchmark._geo_mean_vs_random(hits)
+    assert summary["vs_random"] == pytest.approx(0.4)
+    assert summary["vs_random_seeds"] == 2
+    assert summary["vs_random_at_most"] == pytest.approx((0.8 * 0.2 * 0.1) ** (1 / 3))
+    assert summary["vs_random_at_most_seeds"] == 3
+    assert benchmark.verdict(summary).endswith(": met")
+    assert "0.40x where both reached it (2 seeds); at most 0.25x over the 3 seeds" in (
+        benchmark.verdict(summary)
+    )
+
+    # A seed where only random search met it bounds nothing from above, and fails the goal.
+    hits = _hits(("=", 0.4), ("<=", 0.1), (">=", 2.0), reached=2)
+    summary = benchmark._geo_mean_vs_random(hits)
+    assert summary["vs_random_at_most"] is None
+    assert summary["vs_random_at_most_seeds"] == 0
+    assert benchmark.verdict(summary) == (
+        "0.40x where both reached it (1 seed); only random search reached it in 1 seed: not met"
+    )
+
+    summary = benchmark._geo_mean_vs_random(_hits(("=", 0.9), ("=", 0.6), reached=2))
+    assert summary["vs_random_at_most"] is None
+    assert benchmark.verdict(summary).endswith(": not met")
+    summary = benchmark._geo_mean_vs_random(_hits(("-", None), (">=", 1.5), reached=0))
+    assert benchmark.verdict(summary) == "undetermined (no seed where both reached it)"
+
+
 def test_searcher_scale_runs_the_real_searcher_and_the_references(ray_session):
     benchmark = _load("searcher_scale")
     rows = benchmark.run(
