@@ -55,6 +55,7 @@ By default only phasetune and random search run, one seed (7.5 minutes here);
     python benchmarks/search_efficiency.py --startup-trials 4
     python benchmarks/search_efficiency.py --harder 0.8 0.82 0.84
     python benchmarks/search_efficiency.py --trials 50 --seeds 2 --first-seed 1
+    python benchmarks/search_efficiency.py --variants random+fifo --json random.json
 """
 
 from __future__ import annotations
@@ -529,9 +530,17 @@ def main() -> None:
         "--variants",
         nargs="+",
         default=[PHASETUNE],
-        choices=(PHASETUNE, "tpe+asha", "tpe+strategy_asha", "tpe+phase_asha", "tpe+fifo", "all"),
+        choices=(
+            PHASETUNE,
+            "tpe+asha",
+            "tpe+strategy_asha",
+            "tpe+phase_asha",
+            "tpe+fifo",
+            RANDOM,
+            "all",
+        ),
         help="searches to run besides random search, which always runs (the ratios need"
-        " it); all: every one",
+        f" it); {RANDOM} alone: only random search, for a later --random-from; all: every one",
     )
     parser.add_argument(
         "--grace-period",
@@ -570,6 +579,11 @@ def main() -> None:
         )
         if value is not None
     }
+    if args.random_from and set(args.variants) == {RANDOM}:
+        parser.error(
+            f"--random-from with --variants {RANDOM} alone leaves nothing to run;"
+            " name the searches to compare with it"
+        )
     # Checked before Ray starts, so a wrong file costs a line, not a search.
     try:
         if args.random_from:

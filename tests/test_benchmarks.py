@@ -93,6 +93,51 @@ def test_search_efficiency_benchmark_measures_epochs_to_target(ray_session, tmp_
     assert rows["phasetune"]["vs_random"] == pytest.approx(expected)
 
 
+def test_search_efficiency_runs_random_search_alone_for_a_later_comparison(
+    ray_session, tmp_path, capsys
+):
+    benchmark = _load("search_efficiency")
+    sizes = dict(trials=2, seeds=1, epoch_scale=0.1, samples=360, target=0.1, tiny=True)
+    result = benchmark.run(**sizes, variants=("random+fifo",), harder=(0.2,))
+    assert [row["variant"] for row in result["rows"]] == ["random+fifo"]
+    assert set(result["summary"]) == {"random+fifo"}
+    benchmark._print(result, 2, 0.1)
+    assert "goal," not in capsys.readouterr().out  # nothing to compare yet
+    # What it wrote is what a later run compares with.
+    path = tmp_path / "random.json"
+    path.write_text(json.dumps(result))
+    rows = benchmark.random_rows_from(
+        path, benchmark._comparable(2, 0.1, 360, 0.1, True), range(0, 1), (0.2,)
+    )
+    assert rows[0]["epochs"] == result["rows"][0]["epochs"]
+
+
+def test_search_efficiency_refuses_random_search_alone_from_a_file(tmp_path):
+    finished = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "search_efficiency.py"),
+            "--variants",
+            "random+fifo",
+            "--random-from",
+            str(tmp_path / "random.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 2
+    assert (
+        finished.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "--random-from with --variants random+fifo alone leaves nothing to run;"
+            " name the searches to compare with it"
+        )
+    )
+    assert not (tmp_path / "random.json").exists()
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
