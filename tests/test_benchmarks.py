@@ -166,17 +166,18 @@ def test_search_efficiency_refuses_random_search_that_does_not_fit(tmp_path, cha
     assert "\n" not in str(raised.value)
 
 
-def test_search_efficiency_reads_the_committed_random_search():
+@pytest.mark.parametrize(("seeds", "last_to_85"), [(range(0, 4), None), (range(4, 8), 674)])
+def test_search_efficiency_reads_the_committed_random_search(seeds, last_to_85):
     benchmark = _load("search_efficiency")
     settings = {"trials": 50, "epoch_scale": 0.5, "samples": 2400, "target": 0.75, "tiny": False}
     rows = benchmark.random_rows_from(
-        BENCHMARKS / "results" / "random_search_50_trials_seeds_4-7.json",
+        BENCHMARKS / "results" / f"random_search_50_trials_seeds_{seeds[0]}-{seeds[-1]}.json",
         settings,
-        range(4, 8),
+        seeds,
         (0.8, 0.82, 0.84, 0.85),
     )
-    assert sorted(rows) == [4, 5, 6, 7]
-    assert rows[7]["harder"]["0.85"]["epochs_to_target"] == 674
+    assert sorted(rows) == list(seeds)
+    assert rows[seeds[-1]]["harder"]["0.85"]["epochs_to_target"] == last_to_85
 
 
 def test_search_efficiency_refuses_a_variant_its_scheduler_does_not_run():
