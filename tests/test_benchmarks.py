@@ -219,7 +219,7 @@ def test_search_efficiency_counts_epochs_to_each_threshold_in_report_order():
 
 def _hits(*ratios: tuple[str, float | None], reached: int) -> list[dict]:
     hits = [{"vs_random_bound": bound, "vs_random": ratio} for bound, ratio in ratios]
-    for hit, _ in zip(hits, range(reached), strict=False):
+    for hit in hits[:reached]:
         hit["epochs_to_target"], hit["wall_to_target_s"] = 10, 1.0
     for hit in hits[reached:]:
         hit["epochs_to_target"] = hit["wall_to_target_s"] = None
