@@ -406,7 +406,10 @@ def verdict(hits: dict[str, Any]) -> str:
     where only random search got there fails the goal, whatever the others say.
     """
     ratio, bound = hits["vs_random"], hits["vs_random_at_most"]
+    only_random = hits["only_random_seeds"]
     if ratio is None and bound is None:
+        if only_random:
+            return f"only random search reached it ({_seeds(only_random)}): not met"
         return "undetermined (no seed where both reached it)"
     parts = []
     if ratio is not None:
@@ -416,7 +419,6 @@ def verdict(hits: dict[str, Any]) -> str:
             f"at most {bound:.2f}x over the {_seeds(hits['vs_random_at_most_seeds'])} where"
             " it reached it (random search's budget for its epochs where it never did)"
         )
-    only_random = hits["only_random_seeds"]
     if only_random:
         parts.append(f"only random search reached it in {_seeds(only_random)}")
     decisive = bound if bound is not None else ratio

@@ -253,7 +253,11 @@ def test_search_efficiency_bounds_the_ratio_over_seeds_random_search_never_met()
     summary = benchmark._geo_mean_vs_random(_hits(("=", 0.9), ("=", 0.6), reached=2))
     assert summary["vs_random_at_most"] is None
     assert benchmark.verdict(summary).endswith(": not met")
+    # Only random search met it, in one seed of two: that fails the goal outright.
     summary = benchmark._geo_mean_vs_random(_hits(("-", None), (">=", 1.5), reached=0))
+    assert benchmark.verdict(summary) == "only random search reached it (1 seed): not met"
+    # Neither search met it in any seed: nothing to decide on.
+    summary = benchmark._geo_mean_vs_random(_hits(("-", None), ("-", None), reached=0))
     assert benchmark.verdict(summary) == "undetermined (no seed where both reached it)"
 
 
