@@ -334,15 +334,16 @@ def run(
 
 def format_report(outcome: dict[str, Any]) -> str:
     plan = outcome["plan"]
+    rates: list[Rate] = outcome["rates"]
+    width = max(len(rate.name) for rate in rates)
     lines = [
         f"{outcome['device']}: small_cnn width {plan['width']}, batch {plan['batch_size']},"
         f" {plan['train_samples']} training samples, {plan['epochs']} epochs",
-        f"{'loop':<28} {'samples/s':>10} {'end-to-end':>11} {'val acc':>8}",
+        f"{'loop':<{width}} {'samples/s':>10} {'end-to-end':>11} {'val acc':>8}",
     ]
-    rates: list[Rate] = outcome["rates"]
     for rate in rates:
         lines.append(
-            f"{rate.name:<28} {rate.samples_per_s:>10.0f} {rate.end_to_end_per_s:>11.0f}"
+            f"{rate.name:<{width}} {rate.samples_per_s:>10.0f} {rate.end_to_end_per_s:>11.0f}"
             f" {rate.val_acc:>8.3f}"
         )
     engine, loop, engine_bf16, loop_bf16 = rates

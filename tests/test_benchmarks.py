@@ -316,7 +316,11 @@ def test_gpu_throughput_compares_engine_and_hand_written_loops_on_cpu():
         assert rate.end_to_end_per_s > 0
         assert 0.0 <= rate.val_acc <= 1.0
     assert outcome["sharing"] == []  # GPU sharing needs a GPU
-    assert "engine / loop samples/s: fp32" in benchmark.format_report(outcome)
+    report = benchmark.format_report(outcome)
+    assert "engine / loop samples/s: fp32" in report
+    # The header and the four rows line up, the longest name included.
+    table = report.splitlines()[1:6]
+    assert len({len(line) for line in table}) == 1
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the no-GPU message needs a machine without")
