@@ -63,7 +63,9 @@ starts when Tune adds it, which is as soon as a slot frees:
 - Tune-engine: Tune's ``time_total_s`` minus the engine's ``time/total_s``.
 - idle/slot: wall time minus the trials' wall times summed per slot.
 
-The last line adds up what tune_1_worker's trial costs over plain's, step by step,
+Then tune_1_worker's overhead per trial apart for the trials that started a new
+process (each slot's first, with actors reused) and for those that reused one. The
+last line adds up what tune_1_worker's trial costs over plain's, step by step,
 against the difference of their mean trial wall times.
 
 ``--scale`` changes the model's width; a new width pretrains its backbone once
@@ -176,6 +178,7 @@ class _Trial:
     report: float | None = None
     end: float | None = None
     tune_minus_engine: float | None = None
+    process: int | None = None
 
 
 # -- plain ------------------------------------------------------------------
@@ -324,11 +327,20 @@ class _TrialClock:
             report=report,
             end=self.completed - at[-1],
             tune_minus_engine=results[-1]["time_total_s"] - total,
+            process=results[0]["pid"],
         )
 
 
 #: What the rows take from each result.
-_RESULT_KEYS = ("epoch", "phase", "time/epoch_s", "time/total_s", "time_total_s", *COMPARED)
+_RESULT_KEYS = (
+    "epoch",
+    "phase",
+    "time/epoch_s",
+    "time/total_s",
+    "time_total_s",
+    "pid",
+    *COMPARED,
+)
 
 
 def _tune_pieces(
@@ -455,6 +467,29 @@ def _first_epoch_extra(epochs: Sequence[tuple[int, float]]) -> float | None:
     return first_phase[0] - statistics.fmean(first_phase[1:])
 
 
+def _by_process(trials: Sequence[_Trial]) -> dict[str, Any]:
+    """Overhead per trial apart for the trials that started a new process (each
+    process's first, in the order Tune added them) and for those that reused one.
+
+    With actors reused, the first kind pays the imports once per slot and the second
+    shows what a trial costs on a warm slot; at any length of search the overhead per
+    trial is between the two.
+    """
+    seen: set[int] = set()
+    new, reused = [], []
+    for trial in trials:
+        if trial.process is None:
+            continue
+        (reused if trial.process in seen else new).append(trial.wall - trial.total)
+        seen.add(trial.process)
+    return {
+        "new_process_trials": len(new),
+        "overhead_new_process_s": _mean(new),
+        "reused_process_trials": len(reused),
+        "overhead_reused_process_s": _mean(reused),
+    }
+
+
 def _row(
     trials: Sequence[_Trial],
     *,
@@ -482,6 +517,7 @@ def _row(
         "tune_minus_engine_s": _mean([t.tune_minus_engine for t in trials]),
         "idle_per_slot_s": wall - sum(t.wall for t in trials) / concurrency,
         "trial_wall_s": _mean([t.wall for t in trials]),
+        **_by_process(trials),
     }
 
 
@@ -582,6 +618,17 @@ def report(rows: dict[str, dict[str, Any]], epochs: int) -> str:
         "Ray start (once): "
         + (f"{ray_start:.1f} s" if ray_start is not None else "reused a running Ray"),
     ]
+    if tuned["new_process_trials"]:
+        lines.append(
+            f"tune_1_worker's overhead per trial: {tuned['overhead_new_process_s']:.2f} s in"
+            f" the {tuned['new_process_trials']} that started a new process"
+            + (
+                f", {tuned['overhead_reused_process_s']:.2f} s in the"
+                f" {tuned['reused_process_trials']} that reused one"
+                if tuned["reused_process_trials"]
+                else " (none reused one)"
+            )
+        )
     parts = {
         "actor start": tuned["actor_start_s"],
         "setup": tuned["setup_s"] - plain["setup_s"],

@@ -48,11 +48,43 @@ def test_overhead_benchmark_runs_and_its_variants_train_alike(ray_session):
         per_trial = (row["wall_s"] / row["trials"]) / (rows["plain"]["wall_s"] / 2)
         assert row["wall_vs_plain"] == pytest.approx(per_trial), name
     assert rows["tune_1_worker"]["actor_start_s"] > 0
+    # Two trials on two slots: each started a Tune actor of its own.
+    assert rows["tune_1_worker"]["new_process_trials"] == 2
+    assert rows["tune_1_worker"]["reused_process_trials"] == 0
     # The same plans, seeds and batches by hand and through the engine.
     for metric in ("train/loss", "val/loss", "val/acc"):
         assert rows["plain"][metric] == pytest.approx(rows["tune_1_worker"][metric], abs=1e-3)
     text = overhead.report(rows, epochs=1)
     assert all(name in text for name in variants)
+
+
+def test_overhead_splits_trials_that_started_a_process_from_those_that_reused_one():
+    overhead = importlib.import_module("benchmarks.overhead")
+
+    def trial(process: int | None, overhead_s: float) -> object:
+        return overhead._Trial(
+            wall=10.0 + overhead_s,
+            total=10.0,
+            epochs=[(0, 5.0), (0, 5.0)],
+            setup=0.0,
+            phase_setup=0.0,
+            metrics={},
+            process=process,
+        )
+
+    # Two slots, five trials; a plain trial has no process to tell apart.
+    trials = [trial(1, 5.0), trial(2, 4.0), trial(1, 0.2), trial(2, 0.1), trial(1, 0.3)]
+    split = overhead._by_process(trials)
+    assert split["new_process_trials"] == 2
+    assert split["overhead_new_process_s"] == pytest.approx(4.5)
+    assert split["reused_process_trials"] == 3
+    assert split["overhead_reused_process_s"] == pytest.approx(0.2)
+    assert overhead._by_process([trial(None, 1.0)]) == {
+        "new_process_trials": 0,
+        "overhead_new_process_s": None,
+        "reused_process_trials": 0,
+        "overhead_reused_process_s": None,
+    }
 
 
 def test_search_efficiency_benchmark_measures_epochs_to_target(ray_session, tmp_path):
