@@ -39,7 +39,10 @@ Printed per variant: wall time; training time (the epochs - training, evaluation
 metrics - summed over trials: plain's loop, the engine's ``time/epoch_s``); overhead
 per trial (trial wall time minus the engine's ``time/total_s``; plain: minus its
 loop's time); wall time per trial over plain's (every variant uses both cores: two
-1-CPU slots or one trial of two workers); the last epoch's val/loss and val/acc. Then
+1-CPU slots or one trial of two workers), as a ratio and in seconds on a slot (wall
+time x slots / trials, less plain's: each variant's process starts and idle slots
+included, which overhead per trial leaves to plain's launch); the last epoch's
+val/loss and val/acc. Then
 where the time goes, in seconds on the driver's clock and the engine's; a trial
 starts when Tune adds it, which is as soon as a slot frees:
 
@@ -568,6 +571,10 @@ def run(
     plain_per_trial = rows["plain"]["wall_s"] / rows["plain"]["trials"]
     for row in rows.values():
         row["wall_vs_plain"] = row["wall_s"] / row["trials"] / plain_per_trial
+        # A trial's share of the wall time is wall x slots / trials (slot-seconds):
+        # this is what a trial costs over plain's, each side's process starts and
+        # idle slots included, where overhead/trial counts only the trial's own wall.
+        row["over_plain_per_trial_s"] = (row["wall_s"] / row["trials"] - plain_per_trial) * SLOTS
     return rows
 
 
@@ -582,13 +589,14 @@ def report(rows: dict[str, dict[str, Any]], epochs: int) -> str:
     """The summary table, the breakdown table, and tune_1_worker's cost per trial."""
     lines = [
         f"{'variant':<15} {'slots':>5} {'wall s':>8} {'train s':>8} {'overhead/trial s':>16}"
-        f" {'vs plain':>10} {'val/loss':>8} {'val/acc':>8}"
+        f" {'vs plain':>10} {'over plain/trial s':>18} {'val/loss':>8} {'val/acc':>8}"
     ]
     for name, row in rows.items():
         lines.append(
             f"{name:<15} {row['concurrency']:>5} {_cell(row['wall_s'], 8, 1)}"
             f" {_cell(row['train_s'], 8, 1)} {_cell(row['overhead_per_trial_s'], 16)}"
-            f" {_cell(row['wall_vs_plain'], 9)}x {_cell(row['val/loss'], 8, 4)}"
+            f" {_cell(row['wall_vs_plain'], 9)}x {_cell(row['over_plain_per_trial_s'], 18)}"
+            f" {_cell(row['val/loss'], 8, 4)}"
             f" {_cell(row['val/acc'], 8, 3)}"
         )
     columns = (

@@ -47,6 +47,9 @@ def test_overhead_benchmark_runs_and_its_variants_train_alike(ray_session):
         assert row["overhead_per_trial_s"] is not None, name
         per_trial = (row["wall_s"] / row["trials"]) / (rows["plain"]["wall_s"] / 2)
         assert row["wall_vs_plain"] == pytest.approx(per_trial), name
+        slot_seconds = (row["wall_s"] / row["trials"] - rows["plain"]["wall_s"] / 2) * 2
+        assert row["over_plain_per_trial_s"] == pytest.approx(slot_seconds), name
+    assert rows["plain"]["over_plain_per_trial_s"] == 0
     assert rows["tune_1_worker"]["actor_start_s"] > 0
     # Two trials on two slots: each started a Tune actor of its own.
     assert rows["tune_1_worker"]["new_process_trials"] == 2
@@ -56,6 +59,7 @@ def test_overhead_benchmark_runs_and_its_variants_train_alike(ray_session):
         assert rows["plain"][metric] == pytest.approx(rows["tune_1_worker"][metric], abs=1e-3)
     text = overhead.report(rows, epochs=1)
     assert all(name in text for name in variants)
+    assert "over plain/trial s" in text
 
 
 def test_overhead_splits_trials_that_started_a_process_from_those_that_reused_one():
