@@ -90,6 +90,12 @@ class BestConfig(dict):
         return PhasePlan.from_dict(self["plan"])
 
     @property
+    def resources(self) -> dict[str, Any] | None:
+        """What the trial trained on (workers, CPUs and GPUs per worker, torch
+        threads); None in files written before it was recorded."""
+        return self.get("resources")
+
+    @property
     def targets(self) -> tuple[Target, ...]:
         return tuple(
             Target(
@@ -111,11 +117,13 @@ def export_best(
     experiment: str,
     experiment_dir: str,
     epoch_scale: float = 1.0,
+    resources: Mapping[str, Any] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``best.yaml`` and ``best.json`` for ``trial``; return their paths.
 
     ``params`` are the values as sampled; ``phases`` and ``plan`` hold the epochs
-    after the search's ``epoch_scale``, which is recorded beside them.
+    after the search's ``epoch_scale``, which is recorded beside them. ``resources``
+    is what the trial trained on, so that training it again can match it.
     """
     record = trial.record
     if record.plan is None:
@@ -139,6 +147,7 @@ def export_best(
             "targets_met": trial.targets_met,
             "targets": verdicts(record.metrics, targets),
             "seed": plan.seed,
+            **({"resources": dict(resources)} if resources is not None else {}),
             "plan": plan.to_dict(),
             "provenance": {
                 "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),

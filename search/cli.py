@@ -219,7 +219,10 @@ def train(
     ] = False,
     threads: Annotated[
         int | None,
-        typer.Option(min=1, help="Torch threads; the search's count reproduces its numbers."),
+        typer.Option(
+            min=1,
+            help="Torch threads (default: the search's trial's, which reproduces its numbers).",
+        ),
     ] = None,
 ) -> None:
     """Train a best-config file's plan again, from that file alone."""
@@ -249,6 +252,11 @@ def train(
     console.print(
         f"retraining trial {document['trial_id']} ({plan.strategy}), {plan.total_epochs} epochs"
     )
+    import torch
+
+    threads, remarks = retrain_threads(document.resources, threads, cuda=torch.cuda.is_available())
+    for remark in remarks:
+        console.print(remark)
 
     shown = [*dict.fromkeys(target.metric for target in document.targets), "val/loss"]
 
@@ -276,6 +284,47 @@ def train(
         table.add_row(metric, _fmt(document["metrics"].get(metric)), _fmt(final.get(metric)))
     console.print(table)
     console.print(f"model: {out / 'model.pt'}\ntensorboard: {out / 'tensorboard'}")
+
+
+def retrain_threads(
+    recorded: dict[str, Any] | None, threads: int | None, *, cuda: bool
+) -> tuple[int | None, list[str]]:
+    """Torch threads to train a best config again with (None: torch's default), and
+    what to tell the user about how the retrain compares with the search's trial.
+
+    By default the trial's own count: a 1-worker trial's numbers depend on it, so a
+    retrain with torch's default (every core) ends slightly elsewhere.
+    """
+    if recorded is None:
+        remark = "this file does not record the trial's torch threads"
+        if threads is None:
+            remark += "; --threads 1 reproduces a 1-CPU trial's numbers"
+        return threads, [remark]
+    remarks = []
+    own = int(recorded["torch_threads"])
+    workers = int(recorded["workers_per_trial"])
+    if workers > 1:
+        remarks.append(
+            f"the search trained this on {workers} workers (DDP); this trains it in one"
+            " process, so its numbers will differ"
+        )
+    elif threads is None:
+        threads = own
+        remarks.append(
+            f"torch threads: {own}, as in the search's trial, to reproduce its numbers;"
+            " --threads N trains faster on more cores, ending slightly elsewhere"
+        )
+    elif threads != own:
+        remarks.append(
+            f"torch threads: {threads}, not the trial's {own}, so its numbers may differ slightly"
+        )
+    on_gpu = float(recorded["gpus_per_worker"]) > 0
+    if on_gpu != cuda:
+        remarks.append(
+            f"the search trained this on a {'GPU' if on_gpu else 'CPU'}, this trains it on"
+            f" a {'GPU' if cuda else 'CPU'}, so its numbers will differ"
+        )
+    return threads, remarks
 
 
 def _load_best_anywhere(best: str) -> Any:
@@ -405,7 +454,7 @@ def export(
     ] = None,
 ) -> None:
     """Export a trial (the best by default) as best.yaml + best.json."""
-    from search.experiment import export_to
+    from search.experiment import export_to, trial_resources_record
     from trainables.storage import ExperimentStore
 
     try:
@@ -430,6 +479,7 @@ def export(
         chosen,
         experiment=config.name,
         epoch_scale=config.search.epoch_scale,
+        resources=trial_resources_record(config),
         output=output,
     )
     console.print(f"exported trial {item.record.trial_id} (rank {item.rank}): {best_yaml}")

@@ -36,7 +36,7 @@ from search.study import (
 )
 from spaces import SearchSpace
 from trainables.data import DataError, load_dataset
-from trainables.launch import LaunchSettings, plan_for_trial, tune_trainable
+from trainables.launch import LaunchSettings, plan_for_trial, torch_threads, tune_trainable
 from trainables.models import ensure_pretrained
 from trainables.storage import ExperimentStore, filesystem_and_path
 
@@ -451,6 +451,7 @@ def _finish(config: ExperimentConfig, store: ExperimentStore, started: float) ->
             targets,
             experiment=config.name,
             epoch_scale=config.search.epoch_scale,
+            resources=trial_resources_record(config),
         )
     store.write_text("ranking.json", ranking_json(ranked))
     write_results(store.location, tables)
@@ -463,6 +464,17 @@ def _finish(config: ExperimentConfig, store: ExperimentStore, started: float) ->
     )
 
 
+def trial_resources_record(config: ExperimentConfig) -> dict[str, Any]:
+    """What each trial of ``config`` trains on, as a best-config file records it."""
+    resources = config.resources
+    return {
+        "workers_per_trial": resources.workers_per_trial,
+        "cpus_per_worker": resources.cpus_per_worker,
+        "gpus_per_worker": resources.gpus_per_worker,
+        "torch_threads": torch_threads(resources.cpus_per_worker),
+    }
+
+
 def export_to(
     store: ExperimentStore,
     trial: RankedTrial,
@@ -470,6 +482,7 @@ def export_to(
     *,
     experiment: str,
     epoch_scale: float,
+    resources: dict[str, Any] | None = None,
     output: str | None = None,
 ) -> tuple[Path | str, Path | str]:
     """``best.yaml`` and ``best.json`` of ``trial`` in ``output`` (a path or URI;
@@ -483,6 +496,7 @@ def export_to(
             experiment=experiment,
             experiment_dir=store.location,
             epoch_scale=epoch_scale,
+            resources=resources,
         )
     with tempfile.TemporaryDirectory(prefix="phasetune-export-") as staging:
         files = export_best(
@@ -492,6 +506,7 @@ def export_to(
             experiment=experiment,
             experiment_dir=store.location,
             epoch_scale=epoch_scale,
+            resources=resources,
         )
         for path in files:
             # The header's "train it again" line names where the file ends up.

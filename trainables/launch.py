@@ -35,6 +35,7 @@ __all__ = [
     "LaunchSettings",
     "LocalReporter",
     "plan_for_trial",
+    "torch_threads",
     "train_locally",
     "trial_driver",
     "tune_trainable",
@@ -135,6 +136,11 @@ class _TuneReporter:
             return torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=True)
 
 
+def torch_threads(cpus_per_worker: float) -> int:
+    """Torch intra-op threads of a worker given ``cpus_per_worker`` CPUs (at least 1)."""
+    return max(1, int(cpus_per_worker))
+
+
 def trial_driver(config: dict[str, Any], settings: LaunchSettings) -> None:
     """Tune function trainable: one trial of the strategy search."""
     from ray import tune
@@ -150,7 +156,7 @@ def trial_driver(config: dict[str, Any], settings: LaunchSettings) -> None:
             else None
         ),
         hparams=_hparams(config),
-        threads=max(1, int(settings.cpus_per_worker)),
+        threads=torch_threads(settings.cpus_per_worker),
         use_gpu=settings.gpus_per_worker > 0,
         precision=settings.precision,
         channels_last=settings.channels_last,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from search.cli import app
@@ -60,3 +61,44 @@ def test_ranking_table_marks_the_pareto_front_of_multi_task_targets():
     # a and b trade detection against segmentation; c is beaten by both on everything.
     assert {rank_of["a"], rank_of["b"]} == {"1*", "2*"}
     assert rank_of["c"] == "3"
+
+
+#: A best config's resources from a search of 1-CPU trials (the default).
+ONE_CPU = {
+    "workers_per_trial": 1,
+    "cpus_per_worker": 1.0,
+    "gpus_per_worker": 0.0,
+    "torch_threads": 1,
+}
+FOUR_CPUS = {**ONE_CPU, "cpus_per_worker": 4.0, "torch_threads": 4}
+
+
+@pytest.mark.parametrize(
+    ("recorded", "given", "cuda", "threads", "remarks"),
+    [
+        # The trial's own count by default, said on screen.
+        (ONE_CPU, None, False, 1, ["torch threads: 1, as in the search's trial"]),
+        # Asked for its own count: nothing to say.
+        (ONE_CPU, 1, False, 1, []),
+        (ONE_CPU, 2, False, 2, ["torch threads: 2, not the trial's 1"]),
+        (FOUR_CPUS, None, False, 4, ["torch threads: 4"]),
+        # A DDP trial cannot be matched in one process: torch's default, and why.
+        ({**ONE_CPU, "workers_per_trial": 2}, None, False, None, ["on 2 workers (DDP)"]),
+        (ONE_CPU, None, True, 1, ["torch threads: 1", "on a CPU, this trains it on a GPU"]),
+        ({**ONE_CPU, "gpus_per_worker": 0.5}, None, False, 1, ["torch threads", "on a GPU, this"]),
+        ({**ONE_CPU, "gpus_per_worker": 0.5}, None, True, 1, ["torch threads: 1"]),
+        # A file from before the resources were recorded.
+        (None, None, False, None, ["does not record the trial's torch threads; --threads 1"]),
+        (None, 3, False, 3, ["does not record the trial's torch threads"]),
+    ],
+)
+def test_retrain_uses_the_trials_torch_threads_and_says_what_differs(
+    recorded, given, cuda, threads, remarks
+):
+    from search.cli import retrain_threads
+
+    chosen, said = retrain_threads(recorded, given, cuda=cuda)
+    assert chosen == threads
+    assert len(said) == len(remarks)
+    for line, expected in zip(said, remarks, strict=True):
+        assert expected in line

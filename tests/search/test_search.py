@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import pytest
 import yaml
@@ -68,6 +69,14 @@ def test_best_config_files_parse_and_describe_the_best_trial(searched):
     assert from_yaml["seed"] == 0
     assert from_yaml["epoch_scale"] == 0.1
     assert {"torch", "ray", "optuna", "python"} <= set(from_yaml["provenance"]["versions"])
+    # What the trial trained on, so that `phasetune train` can match it.
+    assert from_yaml["resources"] == {
+        "workers_per_trial": 1,
+        "cpus_per_worker": 1.0,
+        "gpus_per_worker": 0.0,
+        "torch_threads": 1,
+    }
+    assert load_best(outcome.best_yaml).resources == from_yaml["resources"]
     phases = from_yaml["phases"]
     assert sum(p["epochs"] for p in phases) == load_best(outcome.best_yaml).plan.total_epochs
 
@@ -88,11 +97,17 @@ def test_experiment_dir_holds_study_tensorboard_and_config(searched):
 
 
 def test_retrain_from_best_yaml_alone_reproduces_the_searched_metrics(searched, tmp_path):
+    import torch
+
     _, outcome = searched
     out = tmp_path / "retrained"
-    args = ["train", str(outcome.best_yaml), "--output", str(out), "--threads", "1"]
-    result = CliRunner().invoke(app, args)
+    # No --threads: the file's own count (the trial's 1 CPU), not torch's default.
+    args = ["train", str(outcome.best_yaml), "--output", str(out)]
+    with mock.patch.object(torch, "set_num_threads", wraps=torch.set_num_threads) as threads:
+        result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    threads.assert_called_once_with(1)
+    assert "torch threads: 1, as in the search's trial" in result.output
     assert "Searched vs retrained" in result.output
     assert (out / "model.pt").exists()
     report = json.loads((out / "retrain.json").read_text())
@@ -161,7 +176,9 @@ def test_analyze_status_and_export_read_the_experiment_directory(searched, tmp_p
     second = outcome.ranked[1].record.trial_id
     exported = runner.invoke(app, ["export", directory, "--rank", "2", "--output", str(tmp_path)])
     assert exported.exit_code == 0, exported.output
-    assert yaml.safe_load((tmp_path / "best.yaml").read_text())["trial_id"] == second
+    exported_yaml = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert exported_yaml["trial_id"] == second
+    assert exported_yaml["resources"]["torch_threads"] == 1
     missing = runner.invoke(app, ["export", directory, "--trial", "nope"])
     assert missing.exit_code == 2 and "no trial 'nope'" in missing.output
 
