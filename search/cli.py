@@ -281,7 +281,11 @@ def train(
     table.add_column("searched", justify="right")
     table.add_column("retrained", justify="right")
     for metric in (*shown, "target_score", "targets_met", "epoch"):
-        table.add_row(metric, _fmt(document["metrics"].get(metric)), _fmt(final.get(metric)))
+        searched, retrained = document["metrics"].get(metric), final.get(metric)
+        if metric in ("targets_met", "epoch"):
+            # Counts; the search's results table holds them as floats.
+            searched, retrained = (None if v is None else int(v) for v in (searched, retrained))
+        table.add_row(metric, _fmt(searched), _fmt(retrained))
     console.print(table)
     console.print(f"model: {out / 'model.pt'}\ntensorboard: {out / 'tensorboard'}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from unittest import mock
 
 import pytest
@@ -109,6 +110,9 @@ def test_retrain_from_best_yaml_alone_reproduces_the_searched_metrics(searched, 
     threads.assert_called_once_with(1)
     assert "torch threads: 1, as in the search's trial" in result.output
     assert "Searched vs retrained" in result.output
+    # Counts print as counts on both sides.
+    epochs = load_best(outcome.best_yaml)["metrics"]["epoch"]
+    assert re.search(rf"epoch\s+\S\s+{int(epochs)}\s+\S\s+{int(epochs)}\s", result.output)
     assert (out / "model.pt").exists()
     report = json.loads((out / "retrain.json").read_text())
     searched, retrained = report["searched"], report["retrained"]
