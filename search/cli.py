@@ -458,7 +458,7 @@ def export(
     ] = None,
 ) -> None:
     """Export a trial (the best by default) as best.yaml + best.json."""
-    from search.experiment import export_to, trial_resources_record
+    from search.experiment import export_to
     from trainables.storage import ExperimentStore
 
     try:
@@ -477,15 +477,7 @@ def export(
         item = ranked[rank - 1]
     if item.failed or item.record.plan is None:
         raise _fail(f"trial {item.record.trial_id} failed; export a trial that trained")
-    best_yaml, _ = export_to(
-        ExperimentStore.at(directory),
-        item,
-        chosen,
-        experiment=config.name,
-        epoch_scale=config.search.epoch_scale,
-        resources=trial_resources_record(config),
-        output=output,
-    )
+    best_yaml, _ = export_to(ExperimentStore.at(directory), item, chosen, config, output=output)
     console.print(f"exported trial {item.record.trial_id} (rank {item.rank}): {best_yaml}")
     console.print(f"train it again: phasetune train {best_yaml}")
 

@@ -445,14 +445,7 @@ def _finish(config: ExperimentConfig, store: ExperimentStore, started: float) ->
     ranked = rank_trials(trial_records(tables.trials), targets)
     best_yaml = best_json = None
     if ranked and not ranked[0].failed:
-        best_yaml, best_json = export_to(
-            store,
-            ranked[0],
-            targets,
-            experiment=config.name,
-            epoch_scale=config.search.epoch_scale,
-            resources=trial_resources_record(config),
-        )
+        best_yaml, best_json = export_to(store, ranked[0], targets, config)
     store.write_text("ranking.json", ranking_json(ranked))
     write_results(store.location, tables)
     return SearchOutcome(
@@ -464,7 +457,7 @@ def _finish(config: ExperimentConfig, store: ExperimentStore, started: float) ->
     )
 
 
-def trial_resources_record(config: ExperimentConfig) -> dict[str, Any]:
+def _trial_resources(config: ExperimentConfig) -> dict[str, Any]:
     """What each trial of ``config`` trains on, as a best-config file records it."""
     resources = config.resources
     return {
@@ -479,35 +472,24 @@ def export_to(
     store: ExperimentStore,
     trial: RankedTrial,
     targets: tuple[Any, ...],
+    config: ExperimentConfig,
     *,
-    experiment: str,
-    epoch_scale: float,
-    resources: dict[str, Any] | None = None,
     output: str | None = None,
 ) -> tuple[Path | str, Path | str]:
-    """``best.yaml`` and ``best.json`` of ``trial`` in ``output`` (a path or URI;
-    default: the experiment). Remote files are written here first, then uploaded."""
+    """``best.yaml`` and ``best.json`` of ``trial`` of the experiment ``config`` in
+    ``output`` (a path or URI; default: the experiment). Remote files are written
+    here first, then uploaded."""
     target = ExperimentStore.at(output) if output else store
+    about = {
+        "experiment": config.name,
+        "experiment_dir": store.location,
+        "epoch_scale": config.search.epoch_scale,
+        "resources": _trial_resources(config),
+    }
     if not target.remote:
-        return export_best(
-            trial,
-            targets,
-            target.location,
-            experiment=experiment,
-            experiment_dir=store.location,
-            epoch_scale=epoch_scale,
-            resources=resources,
-        )
+        return export_best(trial, targets, target.location, **about)
     with tempfile.TemporaryDirectory(prefix="phasetune-export-") as staging:
-        files = export_best(
-            trial,
-            targets,
-            staging,
-            experiment=experiment,
-            experiment_dir=store.location,
-            epoch_scale=epoch_scale,
-            resources=resources,
-        )
+        files = export_best(trial, targets, staging, **about)
         for path in files:
             # The header's "train it again" line names where the file ends up.
             text = path.read_text().replace(str(files[0]), target.uri(files[0].name))
