@@ -191,9 +191,7 @@ class _Trial:
 def _evaluate(model: torch.nn.Module, split: Split) -> dict[str, float]:
     model.eval()
     loss_sum, correct = 0.0, 0
-    for start in range(0, len(split), EVAL_BATCH):
-        images = split.images[start : start + EVAL_BATCH]
-        labels = split.labels[start : start + EVAL_BATCH]
+    for images, labels in iterate_batches(split, EVAL_BATCH, shuffle=False, generator=None):
         logits = model(images)["cls"]
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
         correct += int((logits.argmax(1) == labels).sum())

@@ -22,17 +22,18 @@ from pydantic import (
 from analysis.targets import TARGET_SETS, Target
 from spaces import SearchSpace, SpaceError, build_search_space
 from trainables.backbones import BackboneError
-from trainables.data import TASKS_BY_KIND, DataSpec
-from trainables.engine import reported_metrics
-from trainables.models import backbone_blocks, build_backbone, build_head
-from trainables.phases import ModelSpec, PlanError, PretrainSpec
-from trainables.real_data import (
+from trainables.data import (
     REAL_KINDS,
+    TASKS_BY_KIND,
     DataError,
+    DataSpec,
     check_num_classes,
     inspect_source,
     parquet_columns,
 )
+from trainables.engine import reported_metrics
+from trainables.models import backbone_blocks, build_backbone, build_head
+from trainables.phases import ModelSpec, PlanError, PretrainSpec
 from trainables.storage import is_remote, join_location
 from trainables.strategies import PlanContext, build_plan
 
@@ -94,6 +95,14 @@ class DatasetConfig(_Section):
     hflip: bool = False
     #: Training batches only: smallest area of a random resized crop; 1.0 is no crop.
     crop_scale: float = Field(1.0, gt=0.0, le=1.0)
+    #: ``data``: standardise each channel with the training split's mean and std;
+    #: ``imagenet``: with ImageNet's, as torchvision's pretrained weights expect. None
+    #: follows the model: imagenet for torchvision backbones and weight files, else data.
+    normalize: Literal["data", "imagenet"] | None = None
+    #: Data on disk: ``squash`` resizes the whole image to the square (aspect ratio lost);
+    #: ``shorter_side`` scales the shorter side to image_size and crops the centre, as
+    #: torchvision's weights were evaluated.
+    resize: Literal["squash", "shorter_side"] = "squash"
 
     @model_validator(mode="before")
     @classmethod
@@ -119,6 +128,11 @@ class DatasetConfig(_Section):
                 raise ValueError(
                     f"dataset.path: {self.kind} data are made on the fly; set dataset.kind to"
                     " image_folder or parquet to read data from a path"
+                )
+            if self.resize != "squash":
+                raise ValueError(
+                    f"dataset.resize: {self.kind} data are rendered at image_size; resize is"
+                    " for image_folder and parquet data"
                 )
             if self.num_classes is None:
                 raise ValueError(f"dataset.num_classes: {self.kind} needs a number of classes")
@@ -153,9 +167,9 @@ class DatasetConfig(_Section):
             raise ValueError(str(error)) from None
         return self
 
-    def data_spec(self, seed: int = 0) -> DataSpec:
+    def data_spec(self, seed: int = 0, normalize: str = "data") -> DataSpec:
         """The data set as the trainables take it; Parquet masks and boxes are read where
-        the table has their columns."""
+        the table has their columns. ``normalize`` applies where the file leaves it out."""
         mask_column = boxes_column = None
         if self.kind == "parquet" and self.path:
             columns = parquet_columns(self.path)
@@ -176,13 +190,22 @@ class DatasetConfig(_Section):
             on_corrupt=self.on_corrupt,
             hflip=self.hflip,
             crop_scale=self.crop_scale,
+            normalize=self.normalize or normalize,
+            resize=self.resize,
         )
+
+
+#: Pretraining images are at most this large: the synthetic source task gains little from
+#: more pixels, and its cost grows with their square.
+PRETRAIN_MAX_IMAGE_SIZE = 64
 
 
 class PretrainConfig(_Section):
     """Pretraining of the backbone on the synthetic source task (cached by value)."""
 
     enabled: bool = True
+    #: None: the data set's image size, at most PRETRAIN_MAX_IMAGE_SIZE.
+    image_size: int | None = Field(None, ge=16, le=256)
     num_samples: int = Field(8000, ge=100, le=2_000_000)
     num_classes: int = Field(20, ge=2, le=1000)
     epochs: int = Field(5, ge=1, le=500)
@@ -499,7 +522,8 @@ class ExperimentConfig(_Section):
                 data=DataSpec(
                     kind="synthetic_source",
                     num_samples=pretrain.num_samples,
-                    image_size=self.dataset.image_size,
+                    image_size=pretrain.image_size
+                    or min(self.dataset.image_size, PRETRAIN_MAX_IMAGE_SIZE),
                     num_classes=pretrain.num_classes,
                 ),
                 epochs=pretrain.epochs,
@@ -510,7 +534,13 @@ class ExperimentConfig(_Section):
         )
 
     def data_spec(self) -> DataSpec:
-        return self.dataset.data_spec(seed=self.search.seed)
+        # Pretrained weights from outside (torchvision's, a weights file) expect ImageNet's
+        # statistics; a backbone pretrained here saw its own data's.
+        pretrained_elsewhere = self.model.backbone.startswith("torchvision:") or bool(
+            self.model.weights
+        )
+        normalize = "imagenet" if pretrained_elsewhere else "data"
+        return self.dataset.data_spec(seed=self.search.seed, normalize=normalize)
 
     def plan_context(self) -> PlanContext:
         return PlanContext(

@@ -35,10 +35,11 @@ from search.study import (
     rdb_storage,
 )
 from spaces import SearchSpace
-from trainables.data import DataError, load_dataset
+from trainables.data import DataError, load_dataset, pin_snapshot
 from trainables.launch import LaunchSettings, plan_for_trial, torch_threads, tune_trainable
 from trainables.models import ensure_pretrained
 from trainables.storage import ExperimentStore, filesystem_and_path
+from trainables.strategies import PlanContext
 
 __all__ = [
     "SearchOutcome",
@@ -355,6 +356,8 @@ def run_search(
     context = config.plan_context()
     on_stage("preparing data and the pretrained backbone (cached after first use)")
     try:
+        # Every trial and worker of this search then trains on this version of the files.
+        context = dataclasses.replace(context, data=pin_snapshot(context.data))
         load_dataset(context.data)
     except DataError as error:
         raise ConfigError(str(error)) from None
@@ -367,7 +370,7 @@ def run_search(
         check_resources(config, available)
         store = prepare_experiment_dir(config, overwrite)
         store.make()
-        settings = launch_settings(config, store)
+        settings = launch_settings(config, store, context)
         store.write_text("experiment.yaml", _dump_yaml(config.model_dump(mode="json")))
         study_url = _study_url(config, store)
         filesystem, storage_path = filesystem_and_path(store.location)
@@ -414,11 +417,14 @@ def _study_url(config: ExperimentConfig, store: ExperimentStore) -> str:
     return config.storage.study or f"sqlite:///{Path(store.location) / 'study.db'}"
 
 
-def launch_settings(config: ExperimentConfig, store: ExperimentStore) -> LaunchSettings:
+def launch_settings(
+    config: ExperimentConfig, store: ExperimentStore, context: PlanContext | None = None
+) -> LaunchSettings:
     """What every trial of ``config``'s search shares (locations as paths or URIs, so
-    trials on any node write to the same experiment)."""
+    trials on any node write to the same experiment); ``context`` as the config gives it
+    unless one with its data pinned is passed."""
     return LaunchSettings(
-        plan_context=config.plan_context(),
+        plan_context=context or config.plan_context(),
         targets=config.target_list(),
         workers=config.resources.workers_per_trial,
         cpus_per_worker=config.resources.cpus_per_worker,
@@ -529,12 +535,18 @@ def resume_search(
         )
     config = load_saved_experiment(store)
     repair_missing_checkpoints(store)
+    context = config.plan_context()
+    try:
+        # The files as they are now, pinned so that no trial mixes two versions of them.
+        context = dataclasses.replace(context, data=pin_snapshot(context.data))
+    except DataError as error:
+        raise ConfigError(str(error)) from None
     on_stage(_ray_stage(address))
     with ray_running(address):
         check_resources(config, ray.cluster_resources())
         tuner = tune.Tuner.restore(
             storage_path,
-            trainable=tune_trainable(launch_settings(config, store)),
+            trainable=tune_trainable(launch_settings(config, store, context)),
             storage_filesystem=filesystem,
             resume_unfinished=True,
             resume_errored=False,

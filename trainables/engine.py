@@ -287,35 +287,14 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return torch.bfloat16
 
 
-def _split_tensors(split: Any) -> dict[str, torch.Tensor]:
-    return {
-        field.name: getattr(split, field.name)
-        for field in dataclasses.fields(split)
-        if isinstance(getattr(split, field.name), torch.Tensor)
-    }
-
-
 def _to_device(data: ImageDataset, device: torch.device, on_device: bool | None) -> ImageDataset:
-    """The data set in GPU memory when asked, or when it fits in a quarter of what is
-    free; else as it is, on the host."""
-    splits = (data.train, data.val)
-    size = sum(
-        tensor.numel() * tensor.element_size()
-        for split in splits
-        for tensor in _split_tensors(split).values()
-    )
+    """The data set's uint8 samples in GPU memory when asked, or when they fit in a quarter
+    of what is free; else as they are, mapped on the host."""
     if on_device is None:
         free, _ = torch.cuda.mem_get_info(device)
-        on_device = size <= free // 4
-    if not on_device:
-        return data
-
-    def move(split: Any) -> Any:
-        tensors = _split_tensors(split)
-        return dataclasses.replace(split, **{k: v.to(device) for k, v in tensors.items()})
-
+        on_device = data.nbytes <= free // 4
     # A new object: the cached one on the host stays as it is for other trials.
-    return dataclasses.replace(data, train=move(data.train), val=move(data.val))
+    return data.to(device) if on_device else data
 
 
 class _Trainer:
@@ -412,14 +391,9 @@ class _Trainer:
             generator=generator if generator is not None else self.shuffle,
             rank=self.rank,
             world_size=self.world_size,
+            device=self.device,
         ):
-            yield (
-                images.to(self.device, non_blocking=True, memory_format=self.memory_format),
-                {
-                    task: target.to(self.device, non_blocking=True)
-                    for task, target in targets.items()
-                },
-            )
+            yield images.contiguous(memory_format=self.memory_format), targets
 
     def _forward(
         self, model: nn.Module, images: torch.Tensor, tasks: tuple[str, ...]
@@ -544,17 +518,14 @@ class _Trainer:
         self._average_buffers()
         self.model.eval()
         shard = shard_for_eval(self.data.val, self.rank, self.world_size)
-        all_targets = shard.task_targets()
         task_metrics = TaskMetrics(self.tasks, self.data.num_classes, self.device)
         loss_sums = dict.fromkeys(self.tasks, 0.0)
-        for start in range(0, len(shard), 256):
-            images = shard.images[start : start + 256].to(
-                self.device, non_blocking=True, memory_format=self.memory_format
-            )
-            targets = {
-                task: all_targets[task][start : start + 256].to(self.device, non_blocking=True)
-                for task in self.tasks
-            }
+        batches = iterate_task_batches(
+            shard, 256, shuffle=False, generator=None, device=self.device
+        )
+        for images, batch_targets in batches:
+            images = images.contiguous(memory_format=self.memory_format)
+            targets = {task: batch_targets[task] for task in self.tasks}
             outputs = self._forward(self.model, images, self.tasks)
             for task in self.tasks:
                 # Batch means times batch size: per-sample sums for every task's loss.

@@ -317,6 +317,7 @@ def _pretrain(pretrain: PretrainSpec, spec: ModelSpec) -> tuple[dict[str, torch.
         logger.info("pretrain epoch %d: train acc %.3f", epoch + 1, correct / max(total, 1))
     model.eval()
     with torch.no_grad():
-        predictions = model(data.val.images).argmax(1)
+        batches = iterate_batches(data.val, 256, shuffle=False, generator=None)
+        predictions = torch.cat([model(images).argmax(1) for images, _ in batches])
     val_acc = float((predictions == data.val.labels).float().mean())
     return backbone.state_dict(), val_acc

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -22,6 +25,8 @@ def data(tmp_path: Path) -> Path:
     make_parquet(root / "scenes.parquet")
     table = pq.read_table(root / "scenes.parquet").drop_columns(["mask", "boxes"])
     pq.write_table(table, root / "labels.parquet")
+    make_folder(root / "one_class", classes=("alpha",))
+    pq.write_table(table.filter(pc.equal(table["label"], 0)), root / "one_label.parquet")
     return root
 
 
@@ -64,6 +69,24 @@ BAD_DATASETS = [
     (
         "{kind: parquet, path: DATA/scenes.parquet, image_size: 30}\nstrategies: {joint: {}}",
         "dataset: parquet needs an image_size that is a multiple of 4",
+    ),
+    (
+        "{kind: image_folder, path: DATA/one_class}",
+        "dataset.path: DATA/one_class has one class folder (alpha); a classifier needs at"
+        " least two",
+    ),
+    (
+        "{kind: parquet, path: DATA/one_label.parquet}",
+        "dataset.label_column: 'label' in DATA/one_label.parquet holds one class only",
+    ),
+    ("{resize: shorter_side}", "dataset.resize: synthetic_signs data are rendered at image_size"),
+    (
+        "{kind: image_folder, path: DATA/signs, normalize: zscore}",
+        "dataset.normalize: Input should be 'data' or 'imagenet'",
+    ),
+    (
+        "{kind: image_folder, path: DATA/signs, resize: crop}",
+        "dataset.resize: Input should be 'squash' or 'shorter_side'",
     ),
 ]
 
@@ -150,3 +173,47 @@ def test_train_on_data_that_broke_since_the_search_is_one_line(tmp_path, data):
     assert lines == [lines[0]] and lines[0].startswith("error: ")
     assert f"dataset.path: cannot read {bad}" in lines[0]
     assert not out.exists()
+
+
+def test_a_decode_that_would_not_fit_the_cache_disk_is_one_line(tmp_path, data, monkeypatch):
+    from trainables.data import _store
+
+    free = shutil.disk_usage(tmp_path)._replace(free=10 * 2**20)
+    monkeypatch.setattr(_store.shutil, "disk_usage", lambda folder: free)
+    code, lines = _run(tmp_path, f"dataset: {{kind: image_folder, path: {data / 'signs'}}}\n")
+    assert code == 2, lines
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert errors == [lines[-1]]
+    cache = Path(os.environ["PHASETUNE_CACHE_DIR"]) / "data"
+    assert f"dataset: decoding needs 0.06 GiB free in {cache}, which has 0.01 GiB" in errors[0]
+    assert not [name for name in os.listdir(cache) if name.startswith("image_folder-")]
+
+
+def test_defaults_follow_the_backbone_and_pretraining_stays_small(tmp_path, data):
+    import torch
+
+    from trainables.models import build_backbone
+
+    path = tmp_path / "experiment.yaml"
+    folder = f"dataset: {{kind: image_folder, path: {data / 'signs'}, image_size: 128}}\n"
+    path.write_text(folder)
+    config = load_experiment(path)
+    assert config.data_spec().normalize == "data"  # small_cnn pretrained here, on its data
+    assert config.data_spec().resize == "squash"
+    assert config.model_spec().pretrained.data.image_size == 64
+
+    weights = tmp_path / "small_cnn.pt"
+    torch.save(build_backbone(config.model_spec(), load_weights_file=False).state_dict(), weights)
+    path.write_text(folder + f"model: {{weights: {weights}}}\n")
+    assert load_experiment(path).data_spec().normalize == "imagenet"  # weights from elsewhere
+
+    assert load_experiment(path).model_spec().pretrained is None  # weights replace pretraining
+
+    path.write_text(
+        folder.replace("128}", "128, normalize: imagenet, resize: shorter_side}")
+        + "model: {pretrain: {image_size: 32}}\n"
+    )
+    config = load_experiment(path)
+    spec = config.data_spec()
+    assert (spec.normalize, spec.resize) == ("imagenet", "shorter_side")
+    assert config.model_spec().pretrained.data.image_size == 32

@@ -12,11 +12,14 @@ import torch
 from trainables.data import (
     DataSpec,
     ImageDataset,
+    Normalization,
+    Samples,
     Split,
     iterate_batches,
     load_dataset,
     shard_for_eval,
 )
+from trainables.data._store import open_store
 
 TINY = DataSpec(num_samples=360, image_size=16, num_classes=36, seed=0)
 TINY_SOURCE = DataSpec(kind="synthetic_source", num_samples=360, image_size=16, num_classes=20)
@@ -24,7 +27,10 @@ TINY_SOURCE = DataSpec(kind="synthetic_source", num_samples=360, image_size=16, 
 
 def numbered_split(size: int) -> Split:
     """A split whose label is the sample's index, so batches reveal which samples they hold."""
-    return Split(images=torch.zeros(size, 3, 2, 2), labels=torch.arange(size))
+    samples = Samples(
+        pixels=torch.zeros(size, 3, 2, 2, dtype=torch.uint8), labels=torch.arange(size)
+    )
+    return Split(samples, torch.arange(size), Normalization((1.0,) * 3, (0.0,) * 3))
 
 
 def all_images(dataset: ImageDataset) -> torch.Tensor:
@@ -113,7 +119,7 @@ def test_disk_cache_round_trip(fresh_cache: Path) -> None:
     files = list((fresh_cache / "data").iterdir())
     assert len(files) == 1
     name = files[0].name
-    assert name.startswith("synthetic_signs-") and name.endswith(".pt")
+    assert name.startswith("synthetic_signs-") and name.endswith(".store")
 
     load_dataset.cache_clear()
     stamp = files[0].stat().st_mtime_ns
@@ -126,15 +132,16 @@ def test_disk_cache_round_trip(fresh_cache: Path) -> None:
 
 
 def test_unreadable_cache_file_is_regenerated(fresh_cache: Path) -> None:
-    expected = load_dataset(TINY)
+    # Copied out first: the store is overwritten in place below, under its own mapping.
+    expected = load_dataset(TINY).train.images
     (cached,) = (fresh_cache / "data").iterdir()
-    cached.write_bytes(b"not a torch file")
     load_dataset.cache_clear()
+    cached.write_bytes(b"not a store file")
 
     regenerated = load_dataset(TINY)
 
-    assert torch.equal(expected.train.images, regenerated.train.images)
-    assert torch.load(cached, weights_only=True)["train_images"].dtype == torch.uint8
+    assert torch.equal(expected, regenerated.train.images)
+    assert open_store(cached)["pixels"].dtype == torch.uint8
     assert [p.name for p in cached.parent.iterdir()] == [cached.name]  # no temp files left
 
 

@@ -18,9 +18,8 @@ from PIL import Image
 
 from analysis.targets import NSL
 from tests.conftest import TINY_MODEL
-from trainables import real_data
 from trainables.augment import Augmentation, augment_batch
-from trainables.data import DataError, DataSpec, iterate_task_batches, load_dataset
+from trainables.data import DataError, DataSpec, _load, _readers, iterate_task_batches, load_dataset
 from trainables.engine import EngineContext, run_plan
 from trainables.phases import LRSchedule, Phase, PhasePlan
 
@@ -150,7 +149,7 @@ def test_skip_leaves_corrupt_images_out_and_warns_naming_each(
     root = make_folder(tmp_path / "signs")
     bad = [_truncate(root / "alpha" / "img01.png"), root / "charlie" / "img05.png"]
     bad[1].write_bytes(b"not an image at all")
-    with caplog.at_level(logging.WARNING, logger="trainables.real_data"):
+    with caplog.at_level(logging.WARNING, logger="trainables.data._readers"):
         dataset = load_dataset(folder_spec(root, on_corrupt="skip"))
 
     assert len(dataset.train) + len(dataset.val) == 3 * PER_CLASS - 2
@@ -171,13 +170,13 @@ def test_decoded_data_are_cached_and_the_decoder_is_not_called_again(
 ) -> None:
     root = make_folder(tmp_path / "signs")
     calls = []
-    decode = real_data.decode_source
+    decode = _readers.decode_source
 
-    def counting(spec: DataSpec) -> dict:
+    def counting(spec: DataSpec, path: Path) -> None:
         calls.append(spec)
-        return decode(spec)
+        decode(spec, path)
 
-    monkeypatch.setattr("trainables.data.decode_source", counting)
+    monkeypatch.setattr(_load, "decode_source", counting)
     first = load_dataset(folder_spec(root))
     load_dataset.cache_clear()
     # A different seed, split or augmentation reuses the decoded images.
@@ -205,14 +204,14 @@ def test_concurrent_loaders_on_a_node_wait_for_one_decode(
 ) -> None:
     root = make_folder(tmp_path / "signs")
     calls = []
-    decode = real_data.decode_source
+    decode = _readers.decode_source
 
-    def slow(spec: DataSpec) -> dict:
+    def slow(spec: DataSpec, path: Path) -> None:
         calls.append(spec)
         time.sleep(0.3)  # long enough for the other loaders to reach the lock
-        return decode(spec)
+        decode(spec, path)
 
-    monkeypatch.setattr("trainables.data.decode_source", slow)
+    monkeypatch.setattr(_load, "decode_source", slow)
     # Three trials with different seeds: separate in-process entries, one set of files.
     specs = [folder_spec(root, seed=seed) for seed in range(3)]
     with ThreadPoolExecutor(3) as pool:
@@ -268,7 +267,7 @@ def test_integer_labels_allow_more_classes_but_not_fewer(tmp_path: Path) -> None
     path = make_parquet(tmp_path / "scenes.parquet")
     assert load_dataset(parquet_spec(path, num_classes=4)).num_classes == 4
     with pytest.raises(DataError, match="at least 2"):
-        real_data.check_num_classes(1, real_data.inspect_source("parquet", str(path)))
+        _readers.check_num_classes(1, _readers.inspect_source("parquet", str(path)))
 
 
 def test_spec_validation_for_data_on_disk(tmp_path: Path) -> None:
@@ -284,7 +283,7 @@ def test_spec_validation_for_data_on_disk(tmp_path: Path) -> None:
     assert spec.tasks == ("cls", "det")
     assert DataSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(DataError, match="does not exist"):
-        real_data.inspect_source("image_folder", str(tmp_path / "missing"))
+        _readers.inspect_source("image_folder", str(tmp_path / "missing"))
 
 
 def _scene_batch() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -12,6 +12,8 @@ from trainables.data import (
     MAX_OBJECTS,
     TASKS_BY_KIND,
     DataSpec,
+    Normalization,
+    Samples,
     Split,
     iterate_batches,
     iterate_task_batches,
@@ -19,6 +21,7 @@ from trainables.data import (
     shard_for_eval,
     tasks_for_kind,
 )
+from trainables.data._store import StoreWriter, open_store
 from trainables.scenes import SCENE_CLASSES, SCENE_GENERATOR_VERSION, _keep_visible
 
 SCENES = DataSpec(kind="synthetic_scenes", num_samples=400, image_size=32, num_classes=10, seed=0)
@@ -31,12 +34,13 @@ TENSOR_FIELDS = ("images", "labels", "masks", "detections")
 def numbered_split(size: int) -> Split:
     """A scene-like split whose every target holds the sample's index."""
     index = torch.arange(size)
-    return Split(
-        images=torch.zeros(size, 3, 4, 4),
+    samples = Samples(
+        pixels=torch.zeros(size, 3, 4, 4, dtype=torch.uint8),
         labels=index,
         masks=index[:, None, None].expand(size, 4, 4),
         detections=index[:, None, None].expand(size, MAX_OBJECTS, 5).float(),
     )
+    return Split(samples, index, Normalization((1.0,) * 3, (0.0,) * 3))
 
 
 def box_pixels(split: Split) -> torch.Tensor:
@@ -71,9 +75,9 @@ def test_disk_cache_keeps_masks_and_detections(fresh_cache: Path) -> None:
     generated = load_dataset(TINY_SCENES)
     (cached,) = (fresh_cache / "data").iterdir()
     assert cached.name.startswith("synthetic_scenes-")
-    assert cached.name.endswith(f"-v{SCENE_GENERATOR_VERSION}.pt")
-    stored = torch.load(cached, weights_only=True)
-    assert stored["train_masks"].dtype == torch.uint8
+    assert cached.name.endswith(f"-v{SCENE_GENERATOR_VERSION}.store")
+    stored = open_store(cached)
+    assert stored["masks"].dtype == torch.uint8
 
     load_dataset.cache_clear()
     stamp = cached.stat().st_mtime_ns
@@ -83,7 +87,8 @@ def test_disk_cache_keeps_masks_and_detections(fresh_cache: Path) -> None:
     assert torch.equal(generated.val.detections, reloaded.val.detections)
 
     # A file without the scene arrays is not trusted; it is regenerated.
-    torch.save({k: v for k, v in stored.items() if "masks" not in k}, cached)
+    without_masks = {k: v.numpy() for k, v in stored.arrays.items() if k != "masks"}
+    StoreWriter(cached, {}).finish(0, extra=without_masks)
     load_dataset.cache_clear()
     assert torch.equal(load_dataset(TINY_SCENES).train.masks, generated.train.masks)
 
@@ -109,7 +114,7 @@ def test_shapes_dtypes_and_tasks(spec: DataSpec) -> None:
         assert split.detections.shape == (n, MAX_OBJECTS, 5)
         assert int(split.masks.min()) >= 0 and int(split.masks.max()) <= spec.num_classes
         assert list(split.task_targets()) == ["cls", "seg", "det"]
-        assert split.task_targets()["seg"] is split.masks
+        assert torch.equal(split.task_targets()["seg"], split.masks)
     per_channel = dataset.train.images.transpose(0, 1).flatten(1)
     assert per_channel.mean(dim=1).abs().max() < 1e-3
     assert (per_channel.std(dim=1) - 1.0).abs().max() < 1e-2

@@ -6,14 +6,16 @@ folder, with an encoded-image column and a label column (class indices or names)
 optional ``mask`` (PNG of per-pixel ids: 0 background, c + 1 class c) and ``boxes``
 (lists of ``[x1, y1, x2, y2, class]`` in pixels) columns for segmentation and detection.
 
-Images are decoded with Pillow and resized (squashed, not cropped) to the square
-``image_size``. `trainables.data.load_dataset` caches the decoded tensors on local
-disk, so a node decodes a data set once however many trials read it.
+Images are decoded with Pillow and brought to the square ``image_size``, squashed or by
+their shorter side and a centre crop (``DataSpec.resize``), straight into the node's store
+(`trainables.data._store`), so a node decodes a data set once however many trials read it
+and never holds it whole in memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -22,20 +24,16 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-import torch
 
-if TYPE_CHECKING:
-    from trainables.data import DataSpec
+from trainables.data._spec import DataError, DataSpec
+from trainables.data._store import StoreWriter
 
 __all__ = [
     "IMAGE_SUFFIXES",
-    "ON_CORRUPT",
     "READER_VERSION",
-    "REAL_KINDS",
-    "DataError",
     "SourceInfo",
     "check_num_classes",
     "decode_source",
@@ -47,18 +45,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-REAL_KINDS = ("image_folder", "parquet")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-ON_CORRUPT = ("error", "skip")
-# Part of the cache file names: bump it whenever decoding or resizing changes.
-READER_VERSION = 1
+# Part of the store names: bump it whenever decoding, resizing or the store changes.
+READER_VERSION = 2
 
 # Pillow releases the GIL while decoding, so a few threads shorten the one-off decode.
 _DECODE_THREADS = min(8, os.cpu_count() or 1)
-
-
-class DataError(ValueError):
-    """A data set on disk that cannot be used as configured; one line naming the field or file."""
+# Items decoded per window: bounds the decoded images waiting to be written.
+_DECODE_WINDOW = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +85,11 @@ def inspect_source(
     if kind == "image_folder":
         root = _existing(path, folder=True)
         classes = _class_folders(root)
+        if len(classes) < 2:
+            raise DataError(
+                f"dataset.path: {root} has one class folder ({classes[0]}); a classifier needs"
+                f" at least two: {root}/<class name>/<image> for each class"
+            )
         shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
         return SourceInfo(len(classes), True, (), f"{len(classes)} class folders ({shown})")
     columns = parquet_columns(path)
@@ -100,7 +99,12 @@ def inspect_source(
                 f"dataset.{field}: no column {column!r} in {path}; its columns are"
                 f" {', '.join(columns)}"
             )
-    names, top = _label_values(_parquet_files(path), label_column)
+    names, top, distinct = _label_values(_parquet_files(path), label_column)
+    if distinct < 2:
+        raise DataError(
+            f"dataset.label_column: {label_column!r} in {path} holds one class only; a"
+            " classifier needs at least two"
+        )
     if names is not None:
         return SourceInfo(len(names), True, columns, f"{len(names)} distinct labels")
     return SourceInfo(top + 1, False, columns, f"labels up to {top}")
@@ -151,6 +155,7 @@ def source_fingerprint(spec: DataSpec) -> str:
         "kind": spec.kind,
         "path": str(path.resolve()),
         "image_size": spec.image_size,
+        "resize": spec.resize,
         "columns": [spec.image_column, spec.label_column, spec.mask_column, spec.boxes_column]
         if spec.kind == "parquet"
         else [],
@@ -159,21 +164,22 @@ def source_fingerprint(spec: DataSpec) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def decode_source(spec: DataSpec) -> dict[str, Any]:
-    """Decodes every sample of a data set on disk.
+def decode_source(spec: DataSpec, path: Path) -> None:
+    """Decodes every sample of a data set on disk into a new store at `path`.
 
-    Returns:
-        ``images`` uint8 (N, 3, S, S), ``labels`` int64 (N,), for Parquet with those
-        columns ``masks`` int16 (N, S, S) and ``detections`` float32 (N, K, 5); also
-        ``classes`` (class names, empty for integer labels) and ``skipped`` (the
-        unreadable files or rows, which ``on_corrupt: skip`` leaves out).
+    The store holds ``pixels`` uint8 (N, 3, S, S) and ``labels`` int64 (N,), for Parquet
+    with those columns ``masks`` int16 (N, S, S) and ``detections`` float32 (N, K, 5); and
+    the lists ``classes`` (class names, empty for integer labels) and ``skipped`` (the
+    unreadable files or rows, which ``on_corrupt: skip`` leaves out).
 
     Raises:
-        DataError: with ``on_corrupt: error``, at the first unreadable file or row.
+        DataError: with ``on_corrupt: error``, at the first unreadable file or row; or the
+            cache's disk has no room for the store.
     """
     if spec.kind == "image_folder":
-        return _decode_folder(spec)
-    return _decode_parquet(spec)
+        _decode_folder(spec, path)
+    else:
+        _decode_parquet(spec, path)
 
 
 def report_skipped(spec: DataSpec, skipped: Sequence[str]) -> None:
@@ -249,8 +255,9 @@ def _parquet_files(path: str) -> list[Path]:
     return files
 
 
-def _label_values(files: list[Path], column: str) -> tuple[list[str] | None, int]:
-    """Sorted label names for string labels (and 0), or None and the largest integer label."""
+def _label_values(files: list[Path], column: str) -> tuple[list[str] | None, int, int]:
+    """Sorted label names for string labels (and 0), or None and the largest integer label;
+    then the number of distinct labels."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -266,14 +273,16 @@ def _label_values(files: list[Path], column: str) -> tuple[list[str] | None, int
     if pa.types.is_dictionary(kind):
         labels, kind = labels.cast(kind.value_type), kind.value_type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return sorted(str(name) for name in pc.unique(labels.drop_null()).to_pylist()), 0
+        names = sorted(str(name) for name in pc.unique(labels.drop_null()).to_pylist())
+        return names, 0, len(names)
     if pa.types.is_integer(kind):
         smallest, largest = pc.min_max(labels).values()
         if smallest.as_py() is not None and smallest.as_py() < 0:
             raise DataError(f"dataset.label_column: {column!r} holds a negative label")
         if largest.as_py() is None:
             raise DataError(f"dataset.label_column: {column!r} holds no labels")
-        return None, int(largest.as_py())
+        distinct = len(pc.unique(labels.drop_null()))
+        return None, int(largest.as_py()), distinct
     raise DataError(
         f"dataset.label_column: {column!r} holds {kind}; give class indices (integers)"
         " or class names (strings)"
@@ -294,23 +303,55 @@ def _corrupt_error(first: str) -> DataError:
     )
 
 
-def _decode_rgb(source: str | Path | bytes, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Returns the image as uint8 (3, size, size) and its original (width, height)."""
+@dataclasses.dataclass(frozen=True)
+class _Geometry:
+    """How an original image maps onto the square: ``new = old * scale - offset``."""
+
+    scale_x: float
+    scale_y: float
+    left: int
+    top: int
+    resized: tuple[int, int]
+
+
+def _geometry(original: tuple[int, int], size: int, resize: str) -> _Geometry:
+    width, height = original
+    if resize == "squash":
+        return _Geometry(size / width, size / height, 0, 0, (size, size))
+    scale = size / min(width, height)
+    resized = (max(size, round(width * scale)), max(size, round(height * scale)))
+    left, top = (resized[0] - size) // 2, (resized[1] - size) // 2
+    return _Geometry(resized[0] / width, resized[1] / height, left, top, resized)
+
+
+def _decode_rgb(
+    source: str | Path | bytes, size: int, resize: str
+) -> tuple[np.ndarray, _Geometry, tuple[int, int]]:
+    """Returns the image as uint8 (3, size, size), how it was resized, and its original
+    (width, height)."""
     from PIL import Image
 
     data = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         with Image.open(data) as image:
+            geometry = _geometry(image.size, size, resize)
+            original = image.size
+            # JPEG decodes at a reduced scale when the image is far larger than needed.
+            image.draft("RGB", geometry.resized)
             # load() decodes the whole file, so a truncated one fails here and not later.
             image.load()
-            original = image.size
-            rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+            rgb = image.convert("RGB").resize(geometry.resized, Image.Resampling.BILINEAR)
+            if rgb.size != (size, size):
+                box = (geometry.left, geometry.top, geometry.left + size, geometry.top + size)
+                rgb = rgb.crop(box)
     except Exception as error:  # decoders raise many types for a bad file
         raise _Unreadable(f"{type(error).__name__}: {error}") from None
-    return np.asarray(rgb).transpose(2, 0, 1), original
+    return np.asarray(rgb).transpose(2, 0, 1), geometry, original
 
 
-def _decode_mask(data: bytes, original: tuple[int, int], size: int) -> np.ndarray:
+def _decode_mask(
+    data: bytes, original: tuple[int, int], size: int, geometry: _Geometry
+) -> np.ndarray:
     """Returns a per-pixel id image as int16 (size, size), resized by nearest neighbour."""
     from PIL import Image
 
@@ -321,32 +362,41 @@ def _decode_mask(data: bytes, original: tuple[int, int], size: int) -> np.ndarra
                 raise _Unreadable(f"mask mode {image.mode}; give a single-channel PNG of ids")
             if image.size != original:
                 raise _Unreadable(f"mask size {image.size} differs from the image's {original}")
-            resized = image.resize((size, size), Image.Resampling.NEAREST)
+            resized = image.resize(geometry.resized, Image.Resampling.NEAREST)
             ids = np.asarray(resized).astype(np.int16)
     except _Unreadable:
         raise
     except Exception as error:  # decoders raise many types for a bad file
         raise _Unreadable(f"mask {type(error).__name__}: {error}") from None
-    return ids
+    return ids[geometry.top : geometry.top + size, geometry.left : geometry.left + size]
 
 
-def _boxes(raw: Any, original: tuple[int, int], size: int) -> np.ndarray:
-    """Scales ``[x1, y1, x2, y2, class]`` rows from original pixels to the resized image."""
+def _boxes(raw: Any, size: int, geometry: _Geometry) -> np.ndarray:
+    """Maps ``[x1, y1, x2, y2, class]`` rows from original pixels onto the square; boxes
+    a centre crop leaves without area are dropped."""
     raw = raw or []
     if any(box is None or len(box) != 5 or None in box for box in raw):
         raise _Unreadable("each box must be [x1, y1, x2, y2, class]")
     rows = np.asarray(raw, dtype=np.float32).reshape(-1, 5)
     if not np.isfinite(rows).all():
         raise _Unreadable("boxes hold a non-finite value")
-    scale = np.array([size / original[0], size / original[1]] * 2, dtype=np.float32)
-    rows[:, :4] = np.clip(rows[:, :4] * scale, 0.0, float(size))
+    scale = np.array([geometry.scale_x, geometry.scale_y] * 2, dtype=np.float32)
+    offset = np.array([geometry.left, geometry.top] * 2, dtype=np.float32)
+    rows[:, :4] = np.clip(rows[:, :4] * scale - offset, 0.0, float(size))
+    if geometry.left or geometry.top:
+        rows = rows[(rows[:, 2] > rows[:, 0]) & (rows[:, 3] > rows[:, 1])]
     return rows
 
 
-def _decode_all(
-    items: Sequence[Any], decode: Callable[[Any], Any], names: Sequence[str], on_corrupt: str
-) -> tuple[list[tuple[int, Any]], list[str]]:
-    """Decodes every item, in order; returns (index, decoded) pairs and the skipped names.
+def _decode_into(
+    items: Sequence[Any],
+    decode: Callable[[Any], Any],
+    names: Sequence[str],
+    on_corrupt: str,
+    put: Callable[[int, Any], None],
+) -> list[str]:
+    """Decodes every item, a window at a time in a few threads, and hands each decoded
+    sample to ``put(row, sample)`` in order; returns the names of the items skipped.
 
     Raises:
         DataError: with ``on_corrupt: error``, naming the first unreadable item.
@@ -358,86 +408,121 @@ def _decode_all(
         except _Unreadable as error:
             return error
 
-    decoded, skipped = [], []
+    skipped: list[str] = []
+    row = 0
     with ThreadPoolExecutor(_DECODE_THREADS) as pool:
-        for index, result in enumerate(pool.map(attempt, items)):
-            if not isinstance(result, _Unreadable):
-                decoded.append((index, result))
-            elif on_corrupt == "error":
-                raise _corrupt_error(f"{names[index]} ({result})")
-            else:
-                skipped.append(f"{names[index]} ({result})")
-    return decoded, skipped
+        for start in range(0, len(items), _DECODE_WINDOW):
+            window = items[start : start + _DECODE_WINDOW]
+            for offset, result in enumerate(pool.map(attempt, window)):
+                if not isinstance(result, _Unreadable):
+                    put(row, result)
+                    row += 1
+                    continue
+                name = f"{names[start + offset]} ({result})"
+                if on_corrupt == "error":
+                    raise _corrupt_error(name)
+                skipped.append(name)
+    return skipped
 
 
-def _decode_folder(spec: DataSpec) -> dict[str, Any]:
+def _decode_folder(spec: DataSpec, path: Path) -> None:
     root = _existing(spec.path or "", folder=True)
     listing = _class_files(root)
     files = [(file, label) for label, (_, paths) in enumerate(listing) for file in paths]
-    decoded, skipped = _decode_all(
-        files,
-        lambda item: _decode_rgb(item[0], spec.image_size)[0],
-        [str(file) for file, _ in files],
-        spec.on_corrupt,
-    )
-    return {
-        **_stack([image for _, image in decoded], [files[i][1] for i, _ in decoded]),
-        "classes": [name for name, _ in listing],
-        "skipped": skipped,
-    }
+    size = spec.image_size
+    writer = StoreWriter(path, {"pixels": (np.uint8, (len(files), 3, size, size))})
+    try:
+        pixels, labels = writer.array("pixels"), []
+
+        def decode(item: tuple[Path, int]) -> tuple[np.ndarray, int]:
+            return _decode_rgb(item[0], size, spec.resize)[0], item[1]
+
+        def put(row: int, sample: tuple[np.ndarray, int]) -> None:
+            pixels[row] = sample[0]
+            labels.append(sample[1])
+
+        names = [str(file) for file, _ in files]
+        skipped = _decode_into(files, decode, names, spec.on_corrupt, put)
+        _require_readable(len(labels))
+        writer.finish(
+            len(labels),
+            extra={"labels": np.asarray(labels, dtype=np.int64)},
+            lists={"classes": [name for name, _ in listing], "skipped": skipped},
+        )
+    except BaseException:
+        writer.abort()
+        raise
 
 
-def _stack(images: list[np.ndarray], labels: list[int]) -> dict[str, torch.Tensor]:
-    if not images:
+def _require_readable(count: int) -> None:
+    if not count:
         raise DataError("dataset.path: no readable images; every file was skipped")
-    return {
-        "images": torch.from_numpy(np.stack(images)),
-        "labels": torch.tensor(labels, dtype=torch.int64),
-    }
 
 
-def _decode_parquet(spec: DataSpec) -> dict[str, Any]:
+def _decode_parquet(spec: DataSpec, path: Path) -> None:
     import pyarrow.parquet as pq
 
     files = _parquet_files(spec.path or "")
-    names, _ = _label_values(files, spec.label_column)
+    names, _, _ = _label_values(files, spec.label_column)
     index_of = None if names is None else {name: i for i, name in enumerate(names)}
     wanted = [spec.image_column, spec.label_column]
     wanted += [column for column in (spec.mask_column, spec.boxes_column) if column]
+    size = spec.image_size
 
     def decode(row: dict[str, Any]) -> dict[str, Any]:
         if row[spec.image_column] is None or row[spec.label_column] is None:
             raise _Unreadable("missing image or label")
-        image, original = _decode_rgb(row[spec.image_column], spec.image_size)
+        image, geometry, original = _decode_rgb(row[spec.image_column], size, spec.resize)
         label = row[spec.label_column]
         sample = {"image": image, "label": index_of[label] if index_of else int(label)}
         if spec.mask_column:
             if row[spec.mask_column] is None:
                 raise _Unreadable("missing mask")
-            sample["mask"] = _decode_mask(row[spec.mask_column], original, spec.image_size)
+            sample["mask"] = _decode_mask(row[spec.mask_column], original, size, geometry)
         if spec.boxes_column:
-            sample["boxes"] = _boxes(row[spec.boxes_column], original, spec.image_size)
+            sample["boxes"] = _boxes(row[spec.boxes_column], size, geometry)
         return sample
 
-    samples: list[dict[str, Any]] = []
-    skipped: list[str] = []
-    # File by file, so that only one file's encoded rows are held at a time.
-    for file in files:
-        try:
-            rows = pq.read_table(file, columns=wanted).to_pylist()
-        except Exception as error:  # whatever pyarrow raises, the file is not a usable table
-            raise DataError(f"dataset.path: cannot read {file} ({error})") from None
-        row_names = [f"{file} row {number}" for number in range(len(rows))]
-        decoded, skipped_here = _decode_all(rows, decode, row_names, spec.on_corrupt)
-        samples += [sample for _, sample in decoded]
-        skipped += skipped_here
-    arrays: dict[str, Any] = _stack([s["image"] for s in samples], [s["label"] for s in samples])
+    total = sum(pq.ParquetFile(file).metadata.num_rows for file in files)
+    reserved: dict[str, Any] = {"pixels": (np.uint8, (total, 3, size, size))}
     if spec.mask_column:
-        arrays["masks"] = torch.from_numpy(np.stack([s["mask"] for s in samples]))
-    if spec.boxes_column:
-        most = max(1, max(len(s["boxes"]) for s in samples))
-        detections = torch.full((len(samples), most, 5), -1.0)
-        for index, sample in enumerate(samples):
-            detections[index, : len(sample["boxes"])] = torch.from_numpy(sample["boxes"])
-        arrays["detections"] = detections
-    return {**arrays, "classes": names or [], "skipped": skipped}
+        reserved["masks"] = (np.int16, (total, size, size))
+    writer = StoreWriter(path, reserved)
+    try:
+        pixels = writer.array("pixels")
+        masks = writer.array("masks") if spec.mask_column else None
+        labels: list[int] = []
+        boxes: list[np.ndarray] = []
+
+        def put(start: int, offset: int, sample: dict[str, Any]) -> None:
+            row = start + offset
+            pixels[row] = sample["image"]
+            labels.append(sample["label"])
+            if masks is not None:
+                masks[row] = sample["mask"]
+            if spec.boxes_column:
+                boxes.append(sample["boxes"])
+
+        skipped: list[str] = []
+        # File by file, so that only one file's encoded rows are held at a time.
+        for file in files:
+            try:
+                rows = pq.read_table(file, columns=wanted).to_pylist()
+            except Exception as error:  # whatever pyarrow raises, the file is not a usable table
+                raise DataError(f"dataset.path: cannot read {file} ({error})") from None
+            row_names = [f"{file} row {number}" for number in range(len(rows))]
+            skipped += _decode_into(
+                rows, decode, row_names, spec.on_corrupt, functools.partial(put, len(labels))
+            )
+        _require_readable(len(labels))
+        extra = {"labels": np.asarray(labels, dtype=np.int64)}
+        if spec.boxes_column:
+            most = max(1, max(len(rows) for rows in boxes))
+            detections = np.full((len(boxes), most, 5), -1.0, dtype=np.float32)
+            for index, rows in enumerate(boxes):
+                detections[index, : len(rows)] = rows
+            extra["detections"] = detections
+        writer.finish(len(labels), extra=extra, lists={"classes": names or [], "skipped": skipped})
+    except BaseException:
+        writer.abort()
+        raise
