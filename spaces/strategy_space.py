@@ -141,18 +141,20 @@ class StrategySpace:
 
     def baseline_points(self) -> list[dict[str, Any]]:
         """Baselines as Optuna parameter dicts (what ``enqueue_trial`` takes), each with the
-        parameters that are active under it."""
-        return [
-            {
-                "strategy": self.strategy,
-                **{
-                    self.optuna_name(name): b.params[name]
-                    for name in self.active(b.params)
-                    if name in b.params
-                },
-            }
-            for b in self.baselines
-        ]
+        parameters that are active under it.
+
+        A fixed domain's value replaces the baseline's, as it does in the trial: a fixed
+        ``preset`` stands in for the baseline's phase lengths.
+        """
+        fixed = self._fixed_values()
+        points = []
+        for b in self.baselines:
+            values = {name: fixed.get(name, value) for name, value in b.params.items()}
+            active = [name for name in self.active(values) if name in values]
+            points.append(
+                {"strategy": self.strategy, **{self.optuna_name(n): values[n] for n in active}}
+            )
+        return points
 
     def _fixed_values(self) -> dict[str, Any]:
         return {

@@ -339,3 +339,14 @@ def test_the_documents_presets_are_selectable_from_an_experiment_file(override, 
         seen.add(tuple(p.epochs for p in plan.phases))
         study.tell(trial, 0.0)
     assert seen == {tuple(e) for e in epochs}
+
+
+def test_a_fixed_preset_replaces_the_baselines_phase_lengths():
+    space = build_search_space({"progressive": {"preset": "small"}}, NUM_GROUPS)
+    (point,) = space.points_to_evaluate()
+    assert point["progressive/preset"] == "small"
+    assert not any(name.endswith("_epochs") for name in point)
+    params = {k.split("/", 1)[1]: v for k, v in point.items() if k != "strategy"}
+    plan = build_plan("progressive", params, TINY_CONTEXT)
+    assert [p.epochs for p in plan.phases] == [3, 2, 2]
+    assert plan.phases[0].lr == 1e-3  # the rest is the document's recipe
