@@ -52,9 +52,10 @@ def test_bf16_checkpoint_weights_stay_fp32():
 def test_channels_last_changes_the_layout_not_the_result():
     plain = _run(precision="fp32", channels_last=False)
     last = _run(precision="fp32", channels_last=True)
-    # Convolutions sum in another order: equal up to rounding that three epochs grow.
+    # Convolutions sum in another order: equal up to rounding that three epochs grow
+    # (to 1.05% of val/loss on one CPU's kernels).
     for metric in ("train/loss", "val/loss"):
-        assert last[-1][metric] == pytest.approx(plain[-1][metric], rel=1e-2)
+        assert last[-1][metric] == pytest.approx(plain[-1][metric], rel=3e-2)
     # After three epochs the tiny model is still near chance on its 72 validation
     # images, so that rounding can tip a few of them to another class (on some CPUs
     # two do): accuracy is equal within three images.
