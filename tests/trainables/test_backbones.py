@@ -422,15 +422,7 @@ def test_a_module_with_its_own_layer_groups_is_used_as_it_is(tmp_path, mymodels)
 # -- torchvision, optional ----------------------------------------------------------
 
 
-def _torchvision_imports() -> bool:
-    try:
-        import torchvision.models  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _torchvision_imports(), reason="torchvision does not import here")
+@pytest.mark.torchvision
 def test_torchvision_mobilenet_v2_splits_into_groups_that_unfreeze_from_the_top():
     spec = ModelSpec(backbone="torchvision:mobilenet_v2", num_groups=6, pretrained=None)
     assert backbone_blocks(spec) == 19
