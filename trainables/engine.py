@@ -297,6 +297,10 @@ def _to_device(data: ImageDataset, device: torch.device, on_device: bool | None)
     return data.to(device) if on_device else data
 
 
+# Images per evaluation batch at small sizes; see `_Trainer._eval_batch_size`.
+_EVAL_BATCH = 256
+
+
 class _Trainer:
     """State of one run; ``run`` walks the plan's phases from where it stands."""
 
@@ -512,6 +516,12 @@ class _Trainer:
                 dist.all_reduce(param.grad)
                 param.grad /= self.world_size
 
+    def _eval_batch_size(self) -> int:
+        """256 images up to 64 px; above, as many as hold that many pixels, and at least a
+        training batch: at 224 px a batch of 256 held 2 GB of activations on the CPU."""
+        pixels = _EVAL_BATCH * 64 * 64 // self.plan.data.image_size**2
+        return min(_EVAL_BATCH, max(self.plan.batch_size, pixels))
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Every task of the plan on the validation split, synced across ranks."""
@@ -521,7 +531,7 @@ class _Trainer:
         task_metrics = TaskMetrics(self.tasks, self.data.num_classes, self.device)
         loss_sums = dict.fromkeys(self.tasks, 0.0)
         batches = iterate_task_batches(
-            shard, 256, shuffle=False, generator=None, device=self.device
+            shard, self._eval_batch_size(), shuffle=False, generator=None, device=self.device
         )
         for images, batch_targets in batches:
             images = images.contiguous(memory_format=self.memory_format)
