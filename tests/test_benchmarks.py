@@ -411,3 +411,41 @@ print(json.dumps(shared))
         assert row["total_per_s"] == pytest.approx(row["per_trial_per_s"] * row["trials"])
         # No GPU to read here: no utilisation rather than a made-up one.
         assert row["gpu_util_percent"] is None
+
+
+@pytest.mark.slow
+def test_data_scale_measures_memory_and_images_per_s_at_the_smallest_size(tmp_path):
+    # A subprocess, as a user runs it: each of its searches starts a Ray of its own.
+    output = tmp_path / "data_scale.json"
+    environment = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    command = [sys.executable, str(BENCHMARKS / "data_scale.py"), "--tiny", "--device", "cpu"]
+    command += ["--work-dir", str(tmp_path / "work"), "--json", str(output)]
+    done = subprocess.run(
+        command, cwd=BENCHMARKS.parent, env=environment, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    benchmark = _load("data_scale")
+    rows = json.loads(output.read_text())
+    assert [row["n"] for row in rows] == [benchmark.TINY_N]
+    row = rows[0]
+    assert set(row) == {
+        "n",
+        "uint8_bytes",
+        "decode_s",
+        "node_bytes_1_trial",
+        "node_bytes_2_trials",
+        "node_bytes_ddp",
+        "images_per_s",
+        "dataloader_images_per_s",
+    }
+    assert all(value > 0 for value in row.values()), row
+    assert row["uint8_bytes"] == benchmark.TINY_N * 3 * benchmark.TINY.image_size**2
+    # The folder is written once and reused by a later run.
+    folder, seconds = benchmark.image_folder(
+        tmp_path / "work", benchmark.TINY_N, benchmark.TINY.image_size
+    )
+    assert seconds is None
+    assert len(list(folder.glob("*/*.jpg"))) == benchmark.TINY_N
+    assert "goals:" in done.stdout
+    report = benchmark.format_report([benchmark.Row(**row)], benchmark.TINY)
+    assert f"{row['images_per_s'] / row['dataloader_images_per_s']:.2f}x" in report
