@@ -73,14 +73,17 @@ def store_path(spec: DataSpec) -> Path:
     """The node's store file of `spec`'s samples (for data on disk: as pinned, or as the
     files are now)."""
     if spec.kind in REAL_KINDS:
-        snapshot = spec.snapshot or source_fingerprint(spec)
-        return cache_dir() / "data" / f"{spec.kind}-{snapshot}-r{READER_VERSION}.store"
+        return _real_store_path(spec, spec.snapshot or source_fingerprint(spec))
     # Only the fields that change the generated images, so augmentation and
     # normalisation share one file.
     key = {name: getattr(spec, name) for name in _SYNTHETIC_KEY_FIELDS}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     version = SCENE_GENERATOR_VERSION if spec.kind == "synthetic_scenes" else GENERATOR_VERSION
     return cache_dir() / "data" / f"{spec.kind}-{digest}-v{version}.store"
+
+
+def _real_store_path(spec: DataSpec, snapshot: str) -> Path:
+    return cache_dir() / "data" / f"{spec.kind}-{snapshot}-r{READER_VERSION}.store"
 
 
 def pin_snapshot(spec: DataSpec) -> DataSpec:
@@ -93,8 +96,9 @@ def pin_snapshot(spec: DataSpec) -> DataSpec:
 
 def _load_real(spec: DataSpec) -> ImageDataset:
     """Decodes data on disk once per node (keyed by file listing and settings), then splits."""
-    path = store_path(spec)
+    # Listing the files once: at tens of thousands of files it is not free.
     snapshot = spec.snapshot or source_fingerprint(spec)
+    path = _real_store_path(spec, snapshot)
 
     def decode(target: Path) -> None:
         if source_fingerprint(spec) != snapshot:
