@@ -407,6 +407,24 @@ class StorageConfig(_Section):
         """Where experiment ``name`` goes: an absolute local path, or a URI."""
         return join_location(self.path, name)
 
+    @field_validator("path")
+    @classmethod
+    def _writable_folder(cls, path: str) -> str:
+        if is_remote(path):
+            return path
+        local = Path(path.removeprefix("file://")).expanduser().resolve()
+        # The experiment folder is made when the search starts: what exists of it must be
+        # a folder this user can write in.
+        existing = next(folder for folder in (local, *local.parents) if folder.exists())
+        if not existing.is_dir():
+            raise ValueError(
+                f"{existing} is a file, not a folder; give a folder for the experiments"
+                " (it is created if missing)"
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"cannot write in {existing}; give a folder you can write to")
+        return path
+
     @model_validator(mode="after")
     def _journal_folder_exists(self) -> StorageConfig:
         if is_remote(self.path) and self.study is None:

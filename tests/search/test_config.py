@@ -163,6 +163,22 @@ def test_bad_experiment_file_exits_2_with_one_line_and_writes_nothing(tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment.yaml"]
 
 
+@pytest.mark.parametrize("where", ["file", "command line"])
+def test_a_storage_path_that_is_a_file_exits_2_before_ray(tmp_path, where):
+    taken = tmp_path / "results"
+    taken.write_text("not a folder")
+    path = tmp_path / "experiment.yaml"
+    overrides = ["--results-dir", str(taken / "nested")] if where == "command line" else []
+    path.write_text(f"storage: {{path: {taken}}}\n" if where == "file" else "name: x\n")
+    result = CliRunner().invoke(app, ["run", str(path), *overrides])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert f"storage.path: {taken} is a file, not a folder" in lines[0]
+    assert taken.read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment.yaml", "results"]
+
+
 def test_missing_file_is_named(tmp_path):
     result = CliRunner().invoke(app, ["run", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2
