@@ -35,6 +35,7 @@ __all__ = [
     "EngineContext",
     "Reporter",
     "configure_phase",
+    "eval_batch_size",
     "quiet_train_logs",
     "reported_metrics",
     "run_plan",
@@ -297,8 +298,15 @@ def _to_device(data: ImageDataset, device: torch.device, on_device: bool | None)
     return data.to(device) if on_device else data
 
 
-# Images per evaluation batch at small sizes; see `_Trainer._eval_batch_size`.
+# Images per evaluation batch at small sizes; see `eval_batch_size`.
 _EVAL_BATCH = 256
+
+
+def eval_batch_size(image_size: int, batch_size: int) -> int:
+    """256 images up to 64 px; above, as many as hold that many pixels, and at least a
+    training batch: at 224 px a batch of 256 held 2 GB of activations on the CPU."""
+    pixels = _EVAL_BATCH * 64 * 64 // image_size**2
+    return min(_EVAL_BATCH, max(batch_size, pixels))
 
 
 class _Trainer:
@@ -516,12 +524,6 @@ class _Trainer:
                 dist.all_reduce(param.grad)
                 param.grad /= self.world_size
 
-    def _eval_batch_size(self) -> int:
-        """256 images up to 64 px; above, as many as hold that many pixels, and at least a
-        training batch: at 224 px a batch of 256 held 2 GB of activations on the CPU."""
-        pixels = _EVAL_BATCH * 64 * 64 // self.plan.data.image_size**2
-        return min(_EVAL_BATCH, max(self.plan.batch_size, pixels))
-
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Every task of the plan on the validation split, synced across ranks."""
@@ -531,7 +533,11 @@ class _Trainer:
         task_metrics = TaskMetrics(self.tasks, self.data.num_classes, self.device)
         loss_sums = dict.fromkeys(self.tasks, 0.0)
         batches = iterate_task_batches(
-            shard, self._eval_batch_size(), shuffle=False, generator=None, device=self.device
+            shard,
+            eval_batch_size(self.plan.data.image_size, self.plan.batch_size),
+            shuffle=False,
+            generator=None,
+            device=self.device,
         )
         for images, batch_targets in batches:
             images = images.contiguous(memory_format=self.memory_format)

@@ -208,3 +208,14 @@ def test_a_store_that_would_not_fit_the_disk_is_refused_before_writing(
     with pytest.raises(DataError, match=r"decoding needs 0\.06 GiB free in .*, which has 0\.00"):
         load_dataset(_folder_spec(root))
     assert not list((Path(os.environ["PHASETUNE_CACHE_DIR"]) / "data").iterdir())
+
+
+@pytest.mark.usefixtures("fresh_cache")
+def test_data_on_a_device_is_moved_as_uint8_once_for_both_splits(tmp_path: Path) -> None:
+    dataset = load_dataset(_folder_spec(make_folder(tmp_path / "signs")))
+    moved = dataset.to(torch.device("meta"))
+    assert moved.train.samples is moved.val.samples  # one copy, as on the host
+    assert moved.train.samples.pixels.device.type == "meta"
+    assert moved.train.samples.pixels.dtype == torch.uint8
+    assert torch.equal(moved.train.rows, dataset.train.rows)
+    assert moved.nbytes == dataset.nbytes == dataset.train.samples.pixels.numel() + 8 * 24

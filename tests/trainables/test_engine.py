@@ -19,6 +19,7 @@ from trainables.engine import (
     build_optimizer,
     build_scheduler,
     configure_phase,
+    eval_batch_size,
     run_plan,
 )
 from trainables.models import build_model
@@ -247,3 +248,10 @@ def test_diverging_run_fails_with_a_clear_reason():
     )
     with pytest.raises(FloatingPointError, match="diverged"):
         run_plan(plan, EngineContext(targets=NSL.targets, threads=1), RecordingReporter())
+
+
+@pytest.mark.parametrize(
+    ("image_size", "batch_size", "expected"), [(32, 32, 256), (224, 32, 32), (112, 16, 83)]
+)
+def test_evaluation_batches_shrink_with_the_image_size(image_size, batch_size, expected):
+    assert eval_batch_size(image_size, batch_size) == expected
