@@ -42,6 +42,7 @@ CACHE_DIR_ENV = "PHASETUNE_CACHE_DIR"
 
 _MAGIC = b"PHASETUNE-STORE1"
 _PAGE = 4096
+_READABLE = 0o644
 # Room left on the cache's disk beyond the store itself, for everything else on it.
 _DISK_MARGIN = 64 * 2**20
 
@@ -185,6 +186,8 @@ class StoreWriter:
             file.write(_MAGIC + struct.pack("<QQ", offset, len(encoded)))
             file.flush()
             os.fsync(file.fileno())
+        # Readable as a plain file would be (mkstemp makes it private to its writer).
+        os.chmod(self._temp, _READABLE)
         os.replace(self._temp, self.path)
 
     def abort(self) -> None:
@@ -255,6 +258,7 @@ def write_json(path: Path, document: Any) -> None:
     try:
         with os.fdopen(handle, "w") as file:
             json.dump(document, file)
+        os.chmod(temp, _READABLE)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
