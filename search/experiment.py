@@ -353,11 +353,9 @@ def run_search(
     if not cluster_address(address) and not ray.is_initialized():
         check_resources(config, {"CPU": os.cpu_count() or 1, "GPU": _local_gpus()})
 
-    context = config.plan_context()
+    context = pinned_plan_context(config)
     on_stage("preparing data and the pretrained backbone (cached after first use)")
     try:
-        # Every trial and worker of this search then trains on this version of the files.
-        context = dataclasses.replace(context, data=pin_snapshot(context.data))
         load_dataset(context.data)
     except DataError as error:
         raise ConfigError(str(error)) from None
@@ -415,6 +413,20 @@ def run_search(
 def _study_url(config: ExperimentConfig, store: ExperimentStore) -> str:
     # A remote storage.path without storage.study is refused by the config.
     return config.storage.study or f"sqlite:///{Path(store.location) / 'study.db'}"
+
+
+def pinned_plan_context(config: ExperimentConfig) -> PlanContext:
+    """The config's plan context with its data on disk pinned as the files are now, so
+    that every trial and worker of the search trains on that version of them.
+
+    Raises:
+        ConfigError: the data cannot be listed (one line).
+    """
+    context = config.plan_context()
+    try:
+        return dataclasses.replace(context, data=pin_snapshot(context.data))
+    except DataError as error:
+        raise ConfigError(str(error)) from None
 
 
 def launch_settings(
@@ -535,12 +547,7 @@ def resume_search(
         )
     config = load_saved_experiment(store)
     repair_missing_checkpoints(store)
-    context = config.plan_context()
-    try:
-        # The files as they are now, pinned so that no trial mixes two versions of them.
-        context = dataclasses.replace(context, data=pin_snapshot(context.data))
-    except DataError as error:
-        raise ConfigError(str(error)) from None
+    context = pinned_plan_context(config)
     on_stage(_ray_stage(address))
     with ray_running(address):
         check_resources(config, ray.cluster_resources())
