@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import importlib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
+
+from trainables.callables import describe_error, import_callable
 
 __all__ = [
     "BackboneError",
@@ -483,12 +484,6 @@ def unfreeze_depth_from_layer(backbone: nn.Module, layer: int, *, of: int | None
 # -- where the network comes from -------------------------------------------------
 
 
-def describe_error(error: BaseException) -> str:
-    """``Type: first line of the message``: errors are reported on one line."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
 def torchvision_model(name: str) -> nn.Module:
     """``torchvision.models.get_model(name, weights=None)``: never downloads."""
     try:
@@ -509,23 +504,11 @@ def torchvision_model(name: str) -> nn.Module:
 
 
 def import_factory(path: str) -> Callable[..., nn.Module]:
-    """The callable named ``"package.module:function"``."""
-    module_name, colon, attribute = path.partition(":")
-    if not colon or not module_name or not attribute:
-        raise BackboneError(f"model.factory: write 'package.module:function', got {path!r}")
+    """The network factory named ``"package.module:function"``."""
     try:
-        module = importlib.import_module(module_name)
-    except Exception as error:
-        raise BackboneError(
-            f"model.factory: cannot import {module_name!r} ({describe_error(error)});"
-            " it must be importable on every node (e.g. shipped with ray job submit --working-dir)"
-        ) from None
-    target: Any = module
-    for part in attribute.split("."):
-        target = getattr(target, part, None)
-    if not callable(target):
-        raise BackboneError(f"model.factory: {module_name!r} has no callable {attribute!r}")
-    return target
+        return import_callable(path, "model.factory")
+    except ValueError as error:
+        raise BackboneError(str(error)) from None
 
 
 # -- weights from a local file ------------------------------------------------------
