@@ -25,7 +25,7 @@ from trainables.ewc import TaskAnchor, estimate_fisher, ewc_penalty
 from trainables.losses import task_loss
 from trainables.metrics import TaskMetrics
 from trainables.models import TaskModel, build_model
-from trainables.phases import EarlyStopping, Phase, PhasePlan
+from trainables.phases import EarlyStopping, Phase, PhasePlan, PlanError
 from trainables.weighting import TaskWeighting, build_weighting
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "CHECKPOINT_REPORTS_FILE",
     "TASK_METRICS",
     "EngineContext",
+    "PhaseLRSchedule",
     "Reporter",
     "configure_phase",
     "eval_batch_size",
@@ -40,6 +41,7 @@ __all__ = [
     "reported_metrics",
     "run_plan",
     "train_loop_per_worker",
+    "train_steps_per_epoch",
 ]
 
 CHECKPOINT_FILE = "state.pt"
@@ -219,12 +221,24 @@ def build_optimizer(
     return torch.optim.AdamW(groups, lr=phase.lr, weight_decay=weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, phase: Phase) -> Any:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, phase: Phase, steps_per_epoch: int = 1
+) -> Any:
+    """The torch scheduler of the phase's main schedule, the part after any warmup; None
+    for ``constant`` or when the warmup fills the phase.
+
+    ``one_cycle`` is stepped per optimizer step (``steps_per_epoch`` of them each
+    epoch), every other kind once per epoch. Building one sets each group's lr to
+    where the schedule starts (``one_cycle``: its lr at phase start over ``div``).
+    """
     schedule = phase.lr_schedule
+    epochs = phase.epochs - schedule.warmup_epochs
+    if epochs < 1:
+        return None
     if schedule.kind == "cosine":
         # T_max = epochs - 1 so that the phase's last epoch runs at final_lr.
         return torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(phase.epochs - 1, 1), eta_min=schedule.final_lr
+            optimizer, T_max=max(epochs - 1, 1), eta_min=schedule.final_lr
         )
     if schedule.kind == "step":
         return torch.optim.lr_scheduler.StepLR(
@@ -234,7 +248,105 @@ def build_scheduler(optimizer: torch.optim.Optimizer, phase: Phase) -> Any:
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=schedule.factor, patience=schedule.patience
         )
+    if schedule.kind == "one_cycle":
+        total_steps = epochs * steps_per_epoch
+        # OneCycleLR's rise ends at step pct_start * total_steps - 1: at step 0 it
+        # divides by zero, before it the rise is skipped.
+        if not schedule.pct_start * total_steps > 1:
+            raise PlanError(
+                f"phase {phase.name!r}: lr_schedule.pct_start {schedule.pct_start} of"
+                f" {total_steps} optimizer steps is not more than one step of rise;"
+                " raise pct_start or the phase's epochs"
+            )
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=[group["lr"] for group in optimizer.param_groups],
+            total_steps=total_steps,
+            pct_start=schedule.pct_start,
+            anneal_strategy="cos",
+            div_factor=schedule.div,
+            final_div_factor=schedule.final_div,
+        )
     return None
+
+
+class PhaseLRSchedule:
+    """A phase's learning rates: the linear warmup, if any, then the main schedule.
+
+    The engine calls ``after_batch`` after every optimizer step and ``after_epoch``
+    after every epoch; the warmup and ``one_cycle`` move the lrs per step, the other
+    kinds per epoch. Without warmup the kinds stepped per epoch run exactly as their
+    torch schedulers alone.
+    """
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, phase: Phase, steps_per_epoch: int
+    ) -> None:
+        self.optimizer = optimizer
+        self.warmup_epochs = phase.lr_schedule.warmup_epochs
+        self.main = build_scheduler(optimizer, phase, steps_per_epoch)
+        # Taken after the main scheduler is built, as that may move them (one_cycle
+        # starts at lr / div): the warmup ramps to where the main schedule starts.
+        self.start_lrs = [group["lr"] for group in optimizer.param_groups]
+        # At least 1: a rank's share too small for one batch must not divide by zero.
+        self.warmup_steps = max(self.warmup_epochs * steps_per_epoch, 1)
+        self.steps = 0
+        self.epochs = 0
+        if self.warmup_epochs:
+            self._ramp()
+
+    def _ramp(self) -> None:
+        """The warmup's lrs for the next step: (steps + 1) / warmup_steps of the start."""
+        # min(): the share is exactly 1.0 from the last warmup step on, so the main
+        # schedule takes over from its own start lrs, not a rounded product.
+        share = min(self.steps + 1, self.warmup_steps) / self.warmup_steps
+        for group, start in zip(self.optimizer.param_groups, self.start_lrs, strict=True):
+            group["lr"] = start * share
+
+    def after_batch(self) -> None:
+        self.steps += 1
+        if self.epochs < self.warmup_epochs:
+            self._ramp()
+        elif isinstance(self.main, torch.optim.lr_scheduler.OneCycleLR):
+            self.main.step()
+
+    def after_epoch(self, val_loss: float) -> None:
+        self.epochs += 1
+        # Through the warmup's last epoch the main schedule waits: it starts with the
+        # first epoch after it.
+        if self.epochs <= self.warmup_epochs or self.main is None:
+            return
+        if isinstance(self.main, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.main.step(val_loss)
+        elif not isinstance(self.main, torch.optim.lr_scheduler.OneCycleLR):
+            self.main.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "epochs": self.epochs,
+            "main": self.main.state_dict() if self.main is not None else None,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any] | None) -> None:
+        """Continue from ``state_dict()``; the optimizer's state (which holds the
+        current lrs) is loaded separately."""
+        if state is None or "main" not in state:
+            # A checkpoint from before warmups held the torch scheduler's state alone;
+            # without a warmup nothing else mattered.
+            if self.main is not None and state is not None:
+                self.main.load_state_dict(state)
+            return
+        self.steps, self.epochs = state["steps"], state["epochs"]
+        if self.main is not None:
+            self.main.load_state_dict(state["main"])
+
+
+def train_steps_per_epoch(num_samples: int, batch_size: int, world_size: int) -> int:
+    """Optimizer steps each rank takes in one training epoch, as the engine iterates:
+    ``iterate_task_batches`` cuts the samples to a multiple of ``world_size``, gives
+    every rank an equal share and keeps a short last batch (no ``drop_last``)."""
+    return -(-(num_samples // world_size) // batch_size)
 
 
 def _all_reduce_sum(values: list[float], world_size: int) -> list[float]:
@@ -346,7 +458,7 @@ class _Trainer:
     def _state(
         self,
         optimizer: torch.optim.Optimizer,
-        scheduler: Any,
+        schedule: PhaseLRSchedule,
         weighting: TaskWeighting,
         early: _EarlyStopState,
     ) -> dict[str, Any]:
@@ -354,7 +466,7 @@ class _Trainer:
             "plan": self.plan.to_dict(),
             "model": self.model.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scheduler": schedule.state_dict(),
             "weighting": weighting.state_dict(),
             "early_stopping": dataclasses.asdict(early),
             "position": dataclasses.asdict(self.position),
@@ -432,6 +544,7 @@ class _Trainer:
         model: nn.Module,
         phase: Phase,
         optimizer: torch.optim.Optimizer,
+        schedule: PhaseLRSchedule,
         weighting: TaskWeighting,
         trainable_groups: list[int],
     ) -> tuple[dict[str, float], dict[str, float]]:
@@ -467,6 +580,7 @@ class _Trainer:
             loss.backward()
             self._average_weighting_grads(weighting)
             optimizer.step()
+            schedule.after_batch()
             steps += 1
             loss_sums.index_add_(0, index, torch.stack([losses[t].detach() for t in active]))
             loss_counts.index_add_(0, index, torch.ones(len(active), device=self.device))
@@ -647,13 +761,15 @@ class _Trainer:
         optimizer = build_optimizer(
             self.model, phase, trainable_groups, self.plan.weight_decay, weighting.parameters()
         )
-        scheduler = build_scheduler(optimizer, phase)
+        steps_per_epoch = train_steps_per_epoch(
+            len(self.data.train), self.plan.batch_size, self.world_size
+        )
+        schedule = PhaseLRSchedule(optimizer, phase, steps_per_epoch)
         early = _EarlyStopState()
         if self.resume_state is not None:
             weighting.load_state_dict(self.resume_state["weighting"])
             optimizer.load_state_dict(self.resume_state["optimizer"])
-            if scheduler is not None and self.resume_state["scheduler"] is not None:
-                scheduler.load_state_dict(self.resume_state["scheduler"])
+            schedule.load_state_dict(self.resume_state["scheduler"])
             early = _EarlyStopState(**self.resume_state["early_stopping"])
             self.resume_state = None
         trainable_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
@@ -662,7 +778,7 @@ class _Trainer:
             epoch_started = time.perf_counter()
             lrs = self._lr_metrics(optimizer)
             metrics, mean_losses = self.train_epoch(
-                model, phase, optimizer, weighting, trainable_groups
+                model, phase, optimizer, schedule, weighting, trainable_groups
             )
             metrics.update(self.evaluate())
             self._check_finite(metrics)
@@ -680,10 +796,7 @@ class _Trainer:
                     "trainable_params": trainable_params,
                 }
             )
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(metrics["val/loss"])
-            elif scheduler is not None:
-                scheduler.step()
+            schedule.after_epoch(metrics["val/loss"])
             stop = False
             if phase.early_stopping is not None:
                 stop = early.update(
@@ -716,7 +829,7 @@ class _Trainer:
             self._log(metrics)
             self.reports.append(dict(metrics))
             with self._checkpoint_dir(
-                lambda: self._state(optimizer, scheduler, weighting, early)
+                lambda: self._state(optimizer, schedule, weighting, early)
             ) as checkpoint_dir:
                 self.reporter.report(metrics, checkpoint_dir)
         return metrics

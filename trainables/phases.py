@@ -21,7 +21,7 @@ __all__ = [
     "WeightingSpec",
 ]
 
-LR_SCHEDULES = ("constant", "cosine", "step", "plateau")
+LR_SCHEDULES = ("constant", "cosine", "step", "plateau", "one_cycle")
 
 #: How a phase's active tasks share a step: "joint" sums their weighted losses;
 #: "alternate" trains one task per step in turn (tasks trained individually).
@@ -38,12 +38,21 @@ class PlanError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class LRSchedule:
-    """Learning-rate schedule inside one phase, stepped once per epoch.
+    """Learning-rate schedule inside one phase.
 
     Attributes:
         kind: ``constant``, ``cosine`` (anneal to ``final_lr``), ``step`` (multiply by
-            ``gamma`` every ``step_size`` epochs) or ``plateau`` (multiply by ``factor``
-            after ``patience`` epochs without improvement of ``val/loss``).
+            ``gamma`` every ``step_size`` epochs), ``plateau`` (multiply by ``factor``
+            after ``patience`` epochs without improvement of ``val/loss``), all stepped
+            once per epoch, or ``one_cycle`` (torch's OneCycleLR, stepped per
+            optimizer step: from ``lr / div`` up to ``lr`` over ``pct_start`` of the
+            steps, then cosine down to ``lr / (div * final_div)``).
+        pct_start: one_cycle: share of the steps spent rising, in (0, 1).
+        div: one_cycle: the first step's lr is ``lr / div``.
+        final_div: one_cycle: the last step's lr is ``lr / (div * final_div)``.
+        warmup_epochs: Any kind: over the phase's first ``warmup_epochs`` epochs the lr
+            rises linearly per optimizer step to where ``kind`` starts; ``kind`` then
+            runs over the remaining epochs as if the phase were that much shorter.
     """
 
     kind: str = "constant"
@@ -52,6 +61,10 @@ class LRSchedule:
     gamma: float = 0.1
     factor: float = 0.1
     patience: int = 2
+    pct_start: float = 0.3
+    div: float = 25.0
+    final_div: float = 1.0e4
+    warmup_epochs: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,11 +254,29 @@ class PhasePlan:
                     f"{where}.trainable: the backbone has {self.model.num_groups} layer groups,"
                     f" so unfreeze between 0 and {self.model.num_groups}, got {phase.trainable}"
                 )
-            if phase.lr_schedule.kind not in LR_SCHEDULES:
+            schedule = phase.lr_schedule
+            if schedule.kind not in LR_SCHEDULES:
                 raise PlanError(
                     f"{where}.lr_schedule.kind: use one of {', '.join(LR_SCHEDULES)},"
-                    f" got {phase.lr_schedule.kind!r}"
+                    f" got {schedule.kind!r}"
                 )
+            if not 0 <= schedule.warmup_epochs <= phase.epochs:
+                raise PlanError(
+                    f"{where}.lr_schedule.warmup_epochs: must be between 0 and the phase's"
+                    f" {phase.epochs} epochs, got {schedule.warmup_epochs}"
+                )
+            if schedule.kind == "one_cycle":
+                if not 0 < schedule.pct_start < 1:
+                    raise PlanError(
+                        f"{where}.lr_schedule.pct_start: must be in (0, 1),"
+                        f" got {schedule.pct_start}"
+                    )
+                for name in ("div", "final_div"):
+                    if not getattr(schedule, name) > 0:
+                        raise PlanError(
+                            f"{where}.lr_schedule.{name}: must be > 0,"
+                            f" got {getattr(schedule, name)}"
+                        )
             if phase.layer_lr_decay is not None and not 0 < phase.layer_lr_decay <= 1:
                 raise PlanError(
                     f"{where}.layer_lr_decay: must be in (0, 1], got {phase.layer_lr_decay}"
