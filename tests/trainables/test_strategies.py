@@ -11,9 +11,9 @@ from tests.conftest import TINY_CONTEXT, TINY_PROGRESSIVE
 from trainables.data import DataSpec
 from trainables.phases import EWCSpec, LRSchedule, PhasePlan, PlanError, WeightingSpec
 from trainables.strategies import (
+    BUILTIN_STRATEGIES,
     MULTITASK_TASKS,
     PROGRESSIVE_PRESETS,
-    STRATEGIES,
     WEIGHTING_PARAM_NAMES,
     PlanContext,
     build_plan,
@@ -92,7 +92,7 @@ def test_epoch_scale_keeps_every_phase_at_least_one_epoch():
     assert [p.epochs for p in plan.phases] == [6, 4, 4]
 
 
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("strategy", sorted(BUILTIN_STRATEGIES))
 def test_every_strategy_plan_round_trips_through_a_dict(strategy):
     context = context_for(strategy)
     for baseline in SPACES[strategy](6).baselines:

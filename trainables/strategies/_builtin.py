@@ -1,4 +1,4 @@
-"""Strategies: functions ``(params, context) -> PhasePlan``.
+"""The built-in strategies: functions ``(params, context) -> PhasePlan``.
 
 A strategy only decides the phases; the engine runs them all the same way. The
 parameter names here are the ones the search spaces sample and the exported
@@ -11,27 +11,23 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from trainables.data import DataSpec
 from trainables.phases import (
     EarlyStopping,
     EWCSpec,
     LRSchedule,
-    ModelSpec,
     Phase,
     PhasePlan,
     PlanError,
     WeightingSpec,
 )
-from trainables.weighting import check_weighting
+from trainables.strategies._context import PlanContext
 
 __all__ = [
+    "BUILTIN_STRATEGIES",
     "MULTITASK_TASKS",
     "PROGRESSIVE_PRESETS",
-    "STRATEGIES",
     "WARMUP_STYLES",
     "WEIGHTING_PARAM_NAMES",
-    "PlanContext",
-    "build_plan",
     "joint",
     "progressive",
     "sequential",
@@ -67,28 +63,6 @@ WEIGHTING_PARAM_NAMES: dict[str, tuple[str, ...]] = {
 _EQUAL = WeightingSpec("equal")
 
 
-@dataclasses.dataclass(frozen=True)
-class PlanContext:
-    """What a plan takes from the experiment rather than from the sampled params.
-
-    Attributes:
-        epoch_scale: Multiplies every phase's epochs (rounded, at least 1), so a
-            document's recipe keeps its shape at a budget that fits a laptop.
-    """
-
-    model: ModelSpec = ModelSpec()
-    data: DataSpec = DataSpec()
-    seed: int = 0
-    epoch_scale: float = 1.0
-
-    def epochs(self, planned: int) -> int:
-        return max(1, round(planned * self.epoch_scale))
-
-    def optional_epochs(self, planned: int) -> int:
-        """As :meth:`epochs`, but 0 stays 0: a phase planned at 0 epochs is skipped."""
-        return 0 if planned == 0 else self.epochs(planned)
-
-
 def _early_stopping(params: Mapping[str, Any]) -> EarlyStopping | None:
     patience = params.get("early_stopping_patience")
     if patience is None or patience <= 0:
@@ -101,28 +75,43 @@ def _lr_schedule(
 ) -> LRSchedule:
     """The schedule ``params["lr_schedule"]`` names (``default`` if absent) for a phase at ``lr``.
 
-    Reads ``final_lr`` (cosine, default 1e-5), ``step_size``/``step_gamma`` (step) and
-    ``plateau_factor``/``plateau_patience`` (plateau); the other kinds' params are ignored.
+    Reads ``final_lr`` (cosine, default 1e-5), ``step_size``/``step_gamma`` (step),
+    ``plateau_factor``/``plateau_patience`` (plateau) and ``one_cycle_pct_start``,
+    ``one_cycle_div``, ``one_cycle_final_div`` (one_cycle); the other kinds' params are
+    ignored. ``lr_warmup_epochs`` (default 0) puts a linear warmup in front of any kind.
     """
     kind = params.get("lr_schedule") or default
+    # Counted in epochs, so scaled like the phase; 0 stays 0 (no warmup).
+    warmup = context.optional_epochs(int(params.get("lr_warmup_epochs", 0)))
     if kind == "cosine":
         # A phase that starts below final_lr (late progressive phases) stays at its lr
         # instead of annealing upwards.
-        return LRSchedule(kind, final_lr=min(float(params.get("final_lr", 1e-5)), lr))
+        final_lr = min(float(params.get("final_lr", 1e-5)), lr)
+        return LRSchedule(kind, final_lr=final_lr, warmup_epochs=warmup)
     if kind == "step":
         # Scaled like the phase, so a shortened phase still decays as often.
         return LRSchedule(
             kind,
             step_size=context.epochs(int(params["step_size"])),
             gamma=float(params.get("step_gamma", 0.1)),
+            warmup_epochs=warmup,
         )
     if kind == "plateau":
         return LRSchedule(
             kind,
             factor=float(params.get("plateau_factor", 0.1)),
             patience=int(params.get("plateau_patience", 2)),
+            warmup_epochs=warmup,
         )
-    return LRSchedule(kind)
+    if kind == "one_cycle":
+        return LRSchedule(
+            kind,
+            pct_start=float(params.get("one_cycle_pct_start", 0.3)),
+            div=float(params.get("one_cycle_div", 25.0)),
+            final_div=float(params.get("one_cycle_final_div", 1.0e4)),
+            warmup_epochs=warmup,
+        )
+    return LRSchedule(kind, warmup_epochs=warmup)
 
 
 def progressive(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
@@ -394,26 +383,10 @@ def _plan(
 
 StrategyFn = Callable[[Mapping[str, Any], PlanContext], PhasePlan]
 
-#: Strategies by the name an experiment file and the search space use.
-STRATEGIES: dict[str, StrategyFn] = {
+#: Built-in strategies by the name an experiment file and the search space use.
+BUILTIN_STRATEGIES: dict[str, StrategyFn] = {
     "progressive": progressive,
     "single_phase": single_phase,
     "joint": joint,
     "sequential": sequential,
 }
-
-
-def build_plan(strategy: str, params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
-    """The plan of ``strategy`` for sampled ``params``; PlanError if it cannot run."""
-    if strategy not in STRATEGIES:
-        raise PlanError(f"strategy: use one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    try:
-        plan = STRATEGIES[strategy](params, context)
-    except KeyError as missing:
-        raise PlanError(f"{strategy}.{missing.args[0]}: missing parameter") from None
-    for i, phase in enumerate(plan.phases):
-        try:
-            check_weighting(phase.weighting)
-        except ValueError as error:
-            raise PlanError(f"phases[{i}] ({phase.name}).{error}") from None
-    return plan
