@@ -211,7 +211,8 @@ def _distribution(domain: Param, values: Sequence[Any]) -> BaseDistribution:
     low, high = min(domain.low, *values), max(domain.high, *values)
     if isinstance(domain, IntRange):
         on_grid = all((value - low) % domain.step == 0 for value in values)
-        return IntRange(low, high, domain.step if on_grid else 1).distribution()
+        step = domain.step if on_grid else 1
+        return IntRange(low, high, step, domain.log and low >= 1 and step == 1).distribution()
     return FloatRange(low, high, domain.log and low > 0).distribution()
 
 

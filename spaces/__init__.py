@@ -29,6 +29,7 @@ from spaces.progressive import progressive_space
 from spaces.sequential import sequential_space
 from spaces.single_phase import single_phase_space
 from spaces.strategy_space import Baseline, StrategySpace
+from spaces.written import WRITTEN_BUILTINS, check_parameters, written_builtin, written_space
 
 __all__ = [
     "SPACES",
@@ -38,12 +39,17 @@ __all__ = [
     "FloatRange",
     "IntRange",
     "Param",
+    "WRITTEN_BUILTINS",
     "SearchSpace",
     "SpaceError",
     "StrategySpace",
     "When",
     "build_search_space",
+    "builtin_space",
+    "check_parameters",
     "parse_override",
+    "written_builtin",
+    "written_space",
 ]
 
 #: Space builders by strategy name; each takes the backbone's number of layer groups.
@@ -85,18 +91,21 @@ class SearchSpace:
         return [(space.strategy, b) for space in self.strategies for b in space.baselines]
 
 
-def build_search_space(strategies: Mapping[str, Mapping[str, Any]], num_groups: int) -> SearchSpace:
-    """The space over ``strategies`` (name -> parameter overrides).
+def builtin_space(name: str, overrides: Mapping[str, Any], num_groups: int) -> StrategySpace:
+    """The built-in ``name``'s space with a user's ``overrides`` of its domains.
 
     Raises:
         SpaceError: an unknown strategy or parameter, or an override that cannot
             be sampled.
     """
-    spaces = []
-    for name, overrides in strategies.items():
-        if name not in SPACES:
-            raise SpaceError(f"strategies.{name}: unknown strategy; use one of {', '.join(SPACES)}")
-        spaces.append(SPACES[name](num_groups).with_overrides(overrides))
+    if name not in SPACES:
+        raise SpaceError(f"strategies.{name}: unknown strategy; use one of {', '.join(SPACES)}")
+    return SPACES[name](num_groups).with_overrides(overrides)
+
+
+def build_search_space(strategies: Mapping[str, Mapping[str, Any]], num_groups: int) -> SearchSpace:
+    """The space over built-in ``strategies`` (name -> parameter overrides)."""
+    spaces = [builtin_space(name, overrides, num_groups) for name, overrides in strategies.items()]
     if not spaces:
         raise SpaceError("strategies: name at least one strategy to search")
     return SearchSpace(tuple(spaces))

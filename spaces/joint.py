@@ -50,7 +50,7 @@ def joint_space(num_groups: int) -> StrategySpace:
     weighting, early stopping, task-specific lrs and loss variants."""
     del num_groups  # every phase trains the whole backbone
     schedule, schedule_conditions = lr_schedule_params(
-        ("constant", "cosine", "step"), step_size=IntRange(5, 20)
+        ("constant", "cosine", "step", "one_cycle"), step_size=IntRange(5, 20)
     )
     task_specific = When("warmup_style", "per_task", "gradual")
     return StrategySpace(

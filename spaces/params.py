@@ -60,22 +60,25 @@ class IntRange:
     low: int
     high: int
     step: int = 1
+    log: bool = False
 
     def suggest(self, trial: optuna.Trial, name: str) -> int:
-        return trial.suggest_int(name, self.low, self.high, step=self.step)
+        return trial.suggest_int(name, self.low, self.high, step=self.step, log=self.log)
 
     def check(self, name: str) -> None:
         if not self.low <= self.high:
             raise SpaceError(f"{name}: range [{self.low}, {self.high}] is inverted; put low first")
         if self.step < 1:
             raise SpaceError(f"{name}: step must be >= 1, got {self.step}")
+        if self.log and (self.low < 1 or self.step != 1):
+            raise SpaceError(f"{name}: a log range of whole numbers needs low >= 1 and step 1")
 
     def contains(self, value: Any) -> bool:
         return self.low <= value <= self.high
 
     def distribution(self) -> IntDistribution:
         """This domain as the Optuna distribution that ``suggest`` samples from."""
-        return IntDistribution(self.low, self.high, step=self.step)
+        return IntDistribution(self.low, self.high, step=self.step, log=self.log)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +166,9 @@ def parse_override(name: str, default: Param, raw: Any) -> Param:
                 and isinstance(raw["high"], int)
                 and not isinstance(default, FloatRange)
             )
-            log = raw.get("log", default.log if isinstance(default, FloatRange) else False)
+            log = raw.get(
+                "log", default.log if isinstance(default, (FloatRange, IntRange)) else False
+            )
             param = _range(name, [raw["low"], raw["high"]], integral, raw.get("step", 1), log)
     elif isinstance(raw, Sequence) and not isinstance(raw, str):
         values = list(raw)
@@ -172,7 +177,7 @@ def parse_override(name: str, default: Param, raw: Any) -> Param:
         elif len(values) != 2:
             raise SpaceError(f"{name}: give a range as [low, high], got {values}")
         elif isinstance(default, IntRange):
-            param = _range(name, values, True, default.step, False)
+            param = _range(name, values, True, default.step, default.log)
         else:
             param = _range(name, values, False, 1, default.log)
     elif isinstance(default, IntRange):
@@ -194,7 +199,7 @@ def _range(name: str, bounds: list[Any], integral: bool, step: Any, log: Any) ->
         low, high, whole_step = _whole_numbers(
             name, [*bounds, step], f"takes whole numbers, got {bounds} (step {step})"
         )
-        return IntRange(low, high, whole_step)
+        return IntRange(low, high, whole_step, bool(log))
     numbers = [_number(bound) for bound in bounds]
     if None in numbers:
         raise SpaceError(f"{name}: a range takes numbers, got {bounds}")
@@ -228,7 +233,10 @@ def lr_schedule_params(
 ) -> tuple[dict[str, Param], dict[str, When]]:
     """``lr_schedule`` over ``kinds``, then the parameters of each kind, each active only
     under its kind: ``final_lr`` (cosine; the multi-task document recommends 1e-5),
-    ``step_size``/``step_gamma`` (step) and ``plateau_factor``/``plateau_patience`` (plateau).
+    ``step_size``/``step_gamma`` (step), ``plateau_factor``/``plateau_patience``
+    (plateau) and ``one_cycle_pct_start``/``one_cycle_div``/``one_cycle_final_div``
+    (one_cycle, fastai's fine-tuning schedule); then ``lr_warmup_epochs``, a linear
+    warmup in front of any kind (fixed at 0: no warmup unless a file searches it).
 
     Returns:
         Domains in sampling order and their conditions, to merge into a space.
@@ -239,6 +247,10 @@ def lr_schedule_params(
         "step_gamma": ("step", FloatRange(0.1, 0.5)),
         "plateau_factor": ("plateau", FloatRange(0.1, 0.5)),
         "plateau_patience": ("plateau", IntRange(1, 4)),
+        "one_cycle_pct_start": ("one_cycle", FloatRange(0.1, 0.5)),
+        # torch's and fastai's defaults: start at lr/25, end 1e4 times lower than that.
+        "one_cycle_div": ("one_cycle", Fixed(25.0)),
+        "one_cycle_final_div": ("one_cycle", Fixed(1.0e4)),
     }
     params: dict[str, Param] = {"lr_schedule": Categorical(kinds)}
     conditions: dict[str, When] = {}
@@ -246,4 +258,5 @@ def lr_schedule_params(
         if kind in kinds:
             params[name] = domain
             conditions[name] = When("lr_schedule", kind)
+    params["lr_warmup_epochs"] = Fixed(0)
     return params, conditions

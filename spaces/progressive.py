@@ -21,7 +21,7 @@ def progressive_space(num_groups: int) -> StrategySpace:
     documented_depth = max(1, round(num_groups * 0.25))
     # Phases last 1-6 epochs, so a step schedule decays after 1-3 of them.
     schedule, schedule_conditions = lr_schedule_params(
-        ("constant", "cosine", "step", "plateau"), step_size=IntRange(1, 3)
+        ("constant", "cosine", "step", "plateau", "one_cycle"), step_size=IntRange(1, 3)
     )
     # The phase lengths only count when no preset replaces them.
     by_hand = When("preset", None)

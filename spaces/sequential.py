@@ -38,7 +38,7 @@ def sequential_space(num_groups: int) -> StrategySpace:
     """Task order, epochs per task, lr and schedule, EWC, task-specific lrs, loss variants."""
     del num_groups  # every phase trains the whole backbone
     schedule, schedule_conditions = lr_schedule_params(
-        ("constant", "cosine", "step"), step_size=IntRange(2, 10)
+        ("constant", "cosine", "step", "one_cycle"), step_size=IntRange(2, 10)
     )
     with_ewc = When("use_ewc", True)
     return StrategySpace(

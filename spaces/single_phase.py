@@ -13,7 +13,7 @@ def single_phase_space(num_groups: int) -> StrategySpace:
     constant), early stopping, batch, dropout."""
     del num_groups  # every layer trains from the start
     schedule, schedule_conditions = lr_schedule_params(
-        ("plateau", "cosine", "step", "constant"), step_size=IntRange(5, 20)
+        ("plateau", "cosine", "step", "constant", "one_cycle"), step_size=IntRange(5, 20)
     )
     return StrategySpace(
         strategy="single_phase",

@@ -144,13 +144,14 @@ class StrategySpace:
         parameters that are active under it.
 
         A fixed domain's value replaces the baseline's, as it does in the trial: a fixed
-        ``preset`` stands in for the baseline's phase lengths.
+        ``preset`` stands in for the baseline's phase lengths. A fixed parameter the
+        baseline does not name is carried too, as a sampled trial carries it.
         """
         fixed = self._fixed_values()
         points = []
         for b in self.baselines:
-            values = {name: fixed.get(name, value) for name, value in b.params.items()}
-            active = [name for name in self.active(values) if name in values]
+            values = {**fixed, **{name: fixed.get(name, value) for name, value in b.params.items()}}
+            active = self.active(values)
             points.append(
                 {"strategy": self.strategy, **{self.optuna_name(n): values[n] for n in active}}
             )

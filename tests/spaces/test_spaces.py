@@ -65,8 +65,11 @@ def test_baselines_lie_in_the_default_space_and_build_plans(strategy):
     assert space.baselines[0].name.startswith("document:")
     for baseline in space.baselines:
         assert baseline.source
-        # A value for every active parameter, and none for an inactive one.
-        assert set(baseline.params) == set(space.active(baseline.params))
+        # A value for every active sampled parameter, and none for an inactive one.
+        sampled = {
+            n for n in space.active(baseline.params) if not isinstance(space.params[n], Fixed)
+        }
+        assert sampled <= set(baseline.params) <= set(space.active(baseline.params))
         for name, value in baseline.params.items():
             assert space.params[name].contains(value), (name, value)
         build_plan(strategy, baseline.params, context_for(strategy))
@@ -253,7 +256,11 @@ def test_fixed_parameters_reach_the_trial_config():
     space = build_search_space({"progressive": {"lr_decay": 10.0}}, NUM_GROUPS)
     trial = optuna.create_study().ask()
     fixed = space.define_by_run(trial)
-    assert fixed == {"progressive/lr_decay": 10.0, "progressive/preset": None}
+    assert fixed == {
+        "progressive/lr_decay": 10.0,
+        "progressive/preset": None,
+        "progressive/lr_warmup_epochs": 0,
+    }
     assert "progressive/lr_decay" not in trial.params
 
 
@@ -345,7 +352,9 @@ def test_a_fixed_preset_replaces_the_baselines_phase_lengths():
     space = build_search_space({"progressive": {"preset": "small"}}, NUM_GROUPS)
     (point,) = space.points_to_evaluate()
     assert point["progressive/preset"] == "small"
-    assert not any(name.endswith("_epochs") for name in point)
+    assert not any(
+        name.endswith(("frozen_epochs", "partial_epochs", "full_epochs")) for name in point
+    )
     params = {k.split("/", 1)[1]: v for k, v in point.items() if k != "strategy"}
     plan = build_plan("progressive", params, TINY_CONTEXT)
     assert [p.epochs for p in plan.phases] == [3, 2, 2]
