@@ -47,6 +47,9 @@ SUPPORTED, REFUTED, NOT_TESTED = "supported", "refuted", "not tested"
 #: Statuses of trials that ran their plan.
 RAN_PLAN = ("done", "early_stopped")
 
+#: The strategies the documents' claims are about; any other is an experiment's own.
+DOCUMENTED_STRATEGIES = frozenset({"progressive", "single_phase", "joint", "sequential"})
+
 #: Smallest difference that counts as "better" where a claim names no size: below it,
 #: trials of one search differ by sampling noise as much as by strategy.
 MIN_GAP_POINTS = 1.0
@@ -870,7 +873,8 @@ def _curves(epochs: pa.Table | None, trial_ids: set[str]) -> dict[str, list[dict
 def check_claims(
     records: Sequence[TrialRecord], epochs: pa.Table | None = None
 ) -> list[ClaimVerdict]:
-    """Every claim of :data:`CLAIMS`, decided on one experiment.
+    """Every claim of :data:`CLAIMS`, decided on one experiment, then one ``not tested``
+    line per strategy of the experiment's own, about which the documents claim nothing.
 
     Args:
         records: The experiment's trials (e.g. from :func:`analysis.results.trial_records`).
@@ -885,6 +889,20 @@ def check_claims(
     for claim in CLAIMS:
         verdict, detail, numbers = _CHECKS[claim.id](experiment)
         verdicts.append(ClaimVerdict(claim, verdict, detail, numbers))
+    own = dict.fromkeys(r.strategy for r in records if r.strategy not in DOCUMENTED_STRATEGIES)
+    for strategy in own:
+        claim = Claim(
+            f"own:{strategy}",
+            "experiment",
+            f"{strategy} is a strategy of this experiment's own.",
+            "",
+        )
+        detail = (
+            f"The source documents make no claim about {strategy}, so there is nothing to"
+            f" check; its trials are ranked with the others against the targets"
+            f" ({experiment.ran(strategy)})."
+        )
+        verdicts.append(ClaimVerdict(claim, NOT_TESTED, detail, {}))
     return verdicts
 
 

@@ -118,12 +118,15 @@ def export_best(
     experiment_dir: str,
     epoch_scale: float = 1.0,
     resources: Mapping[str, Any] | None = None,
+    definition: Mapping[str, Any] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``best.yaml`` and ``best.json`` for ``trial``; return their paths.
 
     ``params`` are the values as sampled; ``phases`` and ``plan`` hold the epochs
     after the search's ``epoch_scale``, which is recorded beside them. ``resources``
     is what the trial trained on, so that training it again can match it.
+    ``definition`` is the experiment file's section of a strategy of its own: the
+    recipe as written beside the plan it expanded to (training again reads the plan).
     """
     record = trial.record
     if record.plan is None:
@@ -139,6 +142,7 @@ def export_best(
             "rank": trial.rank,
             "status": record.status,
             "strategy": record.strategy,
+            **({"definition": dict(definition)} if definition is not None else {}),
             "params": dict(record.params),
             "epoch_scale": epoch_scale,
             "phases": expand_plan(plan),

@@ -528,6 +528,31 @@ def tensorboard(
     raise typer.Exit(subprocess.call(tensorboard_command(folder, chosen)))
 
 
+strategy_app = typer.Typer(help="Strategies in the experiment file's syntax.", no_args_is_help=True)
+app.add_typer(strategy_app, name="strategy")
+
+
+@strategy_app.command("show")
+def strategy_show(
+    name: Annotated[
+        str, typer.Argument(help="A built-in (progressive, single_phase) or your own.")
+    ],
+    experiment: Annotated[
+        Path | None,
+        typer.Argument(help="Experiment YAML: where your own is defined, and the backbone."),
+    ] = None,
+) -> None:
+    """Print a strategy as an experiment file writes it, to start a recipe of your own."""
+    from search.strategy_show import StrategyNotShown, show_strategy
+
+    try:
+        config = load_experiment(experiment)
+        text = show_strategy(name, config)
+    except (ConfigError, StrategyNotShown) as error:
+        raise _fail(str(error)) from None
+    typer.echo(text, nl=False)
+
+
 @app.command()
 def pretrain(
     experiment: Annotated[

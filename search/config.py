@@ -20,8 +20,9 @@ from pydantic import (
 )
 
 from analysis.targets import TARGET_SETS, Target
-from spaces import SearchSpace, SpaceError, build_search_space
+from spaces import SearchSpace, SpaceError, builtin_space, check_parameters, written_space
 from trainables.backbones import BackboneError
+from trainables.callables import CALLABLE_PATH
 from trainables.data import (
     REAL_KINDS,
     TASKS_BY_KIND,
@@ -35,7 +36,16 @@ from trainables.engine import reported_metrics
 from trainables.models import backbone_blocks, build_backbone, build_head
 from trainables.phases import ModelSpec, PlanError, PretrainSpec
 from trainables.storage import is_remote, join_location
-from trainables.strategies import PlanContext, build_plan
+from trainables.strategies import (
+    BUILTIN_STRATEGIES,
+    PLAN_FIELDS,
+    RESERVED_NAMES,
+    FactoryStrategy,
+    PlanContext,
+    StrategyBuilder,
+    WrittenStrategy,
+    build_plan,
+)
 
 __all__ = [
     "ConfigError",
@@ -271,7 +281,7 @@ class ModelConfig(_Section):
     @field_validator("factory")
     @classmethod
     def _factory_path(cls, factory: str | None) -> str | None:
-        if factory is not None and not re.fullmatch(r"[\w.]+:[\w.]+", factory):
+        if factory is not None and not CALLABLE_PATH.fullmatch(factory):
             raise ValueError(f"write 'package.module:function', got {factory!r}")
         return factory
 
@@ -339,9 +349,54 @@ class ModelConfig(_Section):
 
 
 class StrategyConfig(_Section):
-    """One strategy to compare; ``space`` overrides its default parameter domains."""
+    """One strategy to compare.
+
+    A built-in takes ``space``, overrides of its default parameter domains. A strategy
+    of your own writes its ``phases`` (or names a ``plan_factory``), its ``space`` and
+    ``baselines``, and may set the plan-wide fields (``batch_size``, ``dropout``, ...).
+    """
 
     space: dict[str, Any] = Field(default_factory=dict)
+    phases: list[Any] | None = None
+    plan_factory: str | None = None
+    baselines: list[Any] = Field(default_factory=list)
+    batch_size: Any = None
+    dropout: Any = None
+    weight_decay: Any = None
+    label_smoothing: Any = None
+    focal_gamma: Any = None
+
+    @property
+    def is_own(self) -> bool:
+        return self.phases is not None or self.plan_factory is not None
+
+    def definition(self) -> dict[str, Any]:
+        """The section as the file writes it (what the best-config file keeps), in the
+        order a reader follows: phases, plan-wide fields, space, baselines."""
+        written = self.model_dump(exclude_defaults=True)
+        order = ("phases", "plan_factory", *PLAN_FIELDS, "space", "baselines")
+        return {key: written[key] for key in order if key in written}
+
+    def builder(self, name: str) -> StrategyBuilder:
+        """The strategy of your own this section defines; PlanError naming the field."""
+        if self.phases is not None and self.plan_factory is not None:
+            raise PlanError("plan_factory: give either phases or a plan_factory, not both")
+        if self.plan_factory is not None:
+            if not CALLABLE_PATH.fullmatch(self.plan_factory):
+                raise PlanError(
+                    f"plan_factory: write 'package.module:function', got {self.plan_factory!r}"
+                )
+            written = [key for key in PLAN_FIELDS if getattr(self, key) is not None]
+            if written:
+                raise PlanError(
+                    f"{written[0]}: a plan_factory sets the plan itself; read the value from"
+                    " params in the factory instead"
+                )
+            factory = FactoryStrategy(name, self.plan_factory)
+            factory.check_importable()
+            return factory
+        definition = {k: v for k, v in self.definition().items() if v is not None}
+        return WrittenStrategy.parse(name, definition)
 
 
 class SearchConfig(_Section):
@@ -467,7 +522,13 @@ class ExperimentConfig(_Section):
     @model_validator(mode="after")
     def _check_across_sections(self) -> ExperimentConfig:
         self._check_model()
+        self._check_strategy_names()
         try:
+            for name, written in self.own_strategies().items():
+                if isinstance(written, WrittenStrategy):
+                    # Phases and space first: a baseline of a mistyped space misleads.
+                    space = written_space(name, self.strategies[name].space, [])
+                    check_parameters(space, written.references(), written.step_variables())
             self.search_space()
         except SpaceError as error:
             raise ValueError(str(error)) from None
@@ -500,6 +561,45 @@ class ExperimentConfig(_Section):
             return  # reported below, as a dataset error
         self.model.check(tuple(data.tasks), data.num_classes or 2)
 
+    def _check_strategy_names(self) -> None:
+        if not self.strategies:
+            raise ValueError("strategies: name at least one strategy to search")
+        for name, strategy in self.strategies.items():
+            where = f"strategies.{name}"
+            if name in BUILTIN_STRATEGIES:
+                if strategy.is_own:
+                    raise ValueError(
+                        f"{where}: {name} is a built-in strategy; give your own another name,"
+                        " or drop phases/plan_factory to search the built-in"
+                    )
+                extra = [k for k in ("baselines", *PLAN_FIELDS) if getattr(strategy, k)]
+                if extra:
+                    raise ValueError(
+                        f"{where}.{extra[0]}: a built-in takes only space (its parameters'"
+                        " domains); write a strategy of your own to set it"
+                    )
+            elif not strategy.is_own:
+                raise ValueError(
+                    f"{where}: unknown strategy; use one of {', '.join(BUILTIN_STRATEGIES)},"
+                    " or write your own with phases (or plan_factory)"
+                )
+            elif name in RESERVED_NAMES or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+                raise ValueError(
+                    f"{where}: name your strategy with letters, digits and _ (starting with a"
+                    " letter), other than 'strategy'"
+                )
+
+    def own_strategies(self) -> dict[str, StrategyBuilder]:
+        """The strategies this file defines itself, by name."""
+        own = {}
+        for name, strategy in self.strategies.items():
+            if strategy.is_own:
+                try:
+                    own[name] = strategy.builder(name)
+                except PlanError as error:
+                    raise ValueError(f"strategies.{name}.{error}") from None
+        return own
+
     @staticmethod
     def _check_plans(strategy: Any, context: PlanContext) -> None:
         """Every baseline, and the space's corners, must make a plan that can run."""
@@ -516,10 +616,12 @@ class ExperimentConfig(_Section):
             try:
                 build_plan(name, params, context)
             except PlanError as error:
+                point = ", ".join(f"{key}={value!r}" for key, value in params.items())
+                where = "" if "(at " in str(error) else f" (at {point})"
                 raise ValueError(
                     _data_kind_mismatch(name, params, context)
                     or f"strategies.{name}.space: a value it allows makes a plan that cannot"
-                    f" run: {error}; narrow the range or choices"
+                    f" run: {error}{where}; narrow the range or choices"
                 ) from None
 
     # -- what the layers below take ---------------------------------------
@@ -530,8 +632,14 @@ class ExperimentConfig(_Section):
         return tuple(Target(**target.model_dump()) for target in self.targets)
 
     def search_space(self) -> SearchSpace:
-        overrides = {name: dict(strategy.space) for name, strategy in self.strategies.items()}
-        return build_search_space(overrides, self.model.num_groups)
+        return SearchSpace(
+            tuple(
+                written_space(name, strategy.space, strategy.baselines)
+                if strategy.is_own
+                else builtin_space(name, strategy.space, self.model.num_groups)
+                for name, strategy in self.strategies.items()
+            )
+        )
 
     def model_spec(self) -> ModelSpec:
         pretrain = self.model.pretrain
@@ -566,6 +674,7 @@ class ExperimentConfig(_Section):
             data=self.data_spec(),
             seed=self.search.seed,
             epoch_scale=self.search.epoch_scale,
+            custom=self.own_strategies(),
         )
 
     def experiment_dir(self) -> Path:

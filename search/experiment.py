@@ -503,6 +503,7 @@ def export_to(
         "experiment_dir": store.location,
         "epoch_scale": config.search.epoch_scale,
         "resources": _trial_resources(config),
+        "definition": _own_definition(config, trial.record.strategy),
     }
     if not target.remote:
         return export_best(trial, targets, target.location, **about)
@@ -513,6 +514,12 @@ def export_to(
             text = path.read_text().replace(str(files[0]), target.uri(files[0].name))
             target.write_text(path.name, text)
     return target.uri("best.yaml"), target.uri("best.json")
+
+
+def _own_definition(config: ExperimentConfig, strategy: str) -> dict[str, Any] | None:
+    """The experiment file's section of a strategy of its own (None for a built-in)."""
+    section = config.strategies.get(strategy)
+    return section.definition() if section is not None and section.is_own else None
 
 
 def resume_search(
