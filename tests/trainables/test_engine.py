@@ -17,11 +17,11 @@ from trainables.engine import (
     EngineContext,
     _EarlyStopState,
     build_optimizer,
-    build_scheduler,
     configure_phase,
     eval_batch_size,
     run_plan,
 )
+from trainables.lr_schedules import build_lr_scheduler
 from trainables.models import build_model
 from trainables.phases import EarlyStopping, LRSchedule, Phase, PhasePlan
 from trainables.strategies import build_plan
@@ -207,7 +207,7 @@ def test_lr_schedules_over_a_phase(schedule, expected):
     phase = Phase("p", 4, "all", 1e-2, lr_schedule=schedule)
     groups = configure_phase(model, phase)
     optimizer = build_optimizer(model, phase, groups, 0.0)
-    scheduler = build_scheduler(optimizer, phase)
+    scheduler = build_lr_scheduler(optimizer, phase)
     seen = []
     for _ in range(4):
         seen.append(optimizer.param_groups[-1]["lr"])

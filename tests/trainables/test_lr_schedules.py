@@ -15,13 +15,11 @@ from trainables.data import iterate_task_batches, load_dataset
 from trainables.engine import (
     CHECKPOINT_FILE,
     EngineContext,
-    PhaseLRSchedule,
     build_optimizer,
-    build_scheduler,
     configure_phase,
     run_plan,
-    train_steps_per_epoch,
 )
+from trainables.lr_schedules import PhaseLRSchedule, build_lr_scheduler, train_steps_per_epoch
 from trainables.models import build_model
 from trainables.phases import LRSchedule, Phase, PhasePlan, PlanError
 
@@ -168,7 +166,7 @@ def test_one_cycle_too_short_to_rise_is_refused():
     # 3 steps at pct_start 0.3: OneCycleLR's rise would end before its first step.
     phase = _phase(LRSchedule("one_cycle"), epochs=3)
     with pytest.raises(PlanError, match=r"phase 'p': lr_schedule.pct_start 0.3 of 3 optimizer"):
-        build_scheduler(_optimizer(phase), phase, steps_per_epoch=1)
+        build_lr_scheduler(_optimizer(phase), phase, steps_per_epoch=1)
 
 
 class _Reporter:
@@ -255,7 +253,7 @@ def test_resume_continues_the_same_lrs_and_metrics(schedule, crash_after):
 def test_a_checkpoint_from_before_warmups_still_resumes():
     phase = _phase(LRSchedule("step", step_size=1, gamma=0.5))
     optimizer = _optimizer(phase)
-    old = build_scheduler(optimizer, phase)
+    old = build_lr_scheduler(optimizer, phase)
     optimizer.step()
     old.step()
     schedule = PhaseLRSchedule(_optimizer(phase), phase, STEPS_PER_EPOCH)
