@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from trainables.phases import Phase, PlanError
+from trainables.phases import Phase
 
 __all__ = ["PhaseLRSchedule", "build_lr_scheduler", "train_steps_per_epoch"]
 
@@ -45,19 +45,16 @@ def build_lr_scheduler(
         )
     if schedule.kind == "one_cycle":
         total_steps = epochs * steps_per_epoch
-        # OneCycleLR's rise ends at step pct_start * total_steps - 1: at step 0 it
-        # divides by zero, before it the rise is skipped.
-        if not schedule.pct_start * total_steps > 1:
-            raise PlanError(
-                f"phase {phase.name!r}: lr_schedule.pct_start {schedule.pct_start} of"
-                f" {total_steps} optimizer steps is not more than one step of rise;"
-                " raise pct_start or the phase's epochs"
-            )
+        if total_steps < 3:
+            return None  # no room for a rise and a fall: the phase trains at its lr
+        # OneCycleLR's rise ends at step pct_start * total_steps - 1 and divides by zero
+        # where that is step 0: on few steps (small data, short phases) the rise takes
+        # at least two, rather than the trial failing.
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=[group["lr"] for group in optimizer.param_groups],
             total_steps=total_steps,
-            pct_start=schedule.pct_start,
+            pct_start=max(schedule.pct_start, 2 / total_steps),
             anneal_strategy="cos",
             div_factor=schedule.div,
             final_div_factor=schedule.final_div,

@@ -253,12 +253,15 @@ def test_points_to_evaluate_enqueue_the_baselines():
 
 
 def test_fixed_parameters_reach_the_trial_config():
-    space = build_search_space({"progressive": {"lr_decay": 10.0}}, NUM_GROUPS)
+    # A fixed schedule: a sampled one_cycle would carry its fixed div and final_div too.
+    overrides = {"lr_decay": 10.0, "lr_schedule": "constant"}
+    space = build_search_space({"progressive": overrides}, NUM_GROUPS)
     trial = optuna.create_study().ask()
     fixed = space.define_by_run(trial)
     assert fixed == {
         "progressive/lr_decay": 10.0,
         "progressive/preset": None,
+        "progressive/lr_schedule": "constant",
         "progressive/lr_warmup_epochs": 0,
     }
     assert "progressive/lr_decay" not in trial.params

@@ -162,11 +162,29 @@ def test_steps_per_epoch_are_the_batches_every_rank_takes(world_size, batch_size
     assert counts == {train_steps_per_epoch(len(train), batch_size, world_size)}
 
 
-def test_one_cycle_too_short_to_rise_is_refused():
-    # 3 steps at pct_start 0.3: OneCycleLR's rise would end before its first step.
-    phase = _phase(LRSchedule("one_cycle"), epochs=3)
-    with pytest.raises(PlanError, match=r"phase 'p': lr_schedule.pct_start 0.3 of 3 optimizer"):
-        build_lr_scheduler(_optimizer(phase), phase, steps_per_epoch=1)
+@pytest.mark.parametrize("steps", [3, 4, 9])
+def test_one_cycle_on_few_steps_still_rises_then_falls(steps):
+    # At pct_start 0.3, 3 to 6 steps would put the rise's end at step 0, where
+    # OneCycleLR divides by zero: the rise takes two steps instead.
+    phase = _phase(LRSchedule("one_cycle"), epochs=steps)
+    optimizer = _optimizer(phase)
+    schedule = PhaseLRSchedule(optimizer, phase, steps_per_epoch=1)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.after_batch()
+    peak = lrs.index(max(lrs))
+    assert 0 < peak < steps - 1 and lrs[0] < lrs[peak] > lrs[-1]
+
+
+def test_one_cycle_on_two_steps_trains_at_the_phases_lr():
+    phase = _phase(LRSchedule("one_cycle"), epochs=2)
+    optimizer = _optimizer(phase)
+    built = [group["lr"] for group in optimizer.param_groups]
+    schedule = PhaseLRSchedule(optimizer, phase, steps_per_epoch=1)
+    assert schedule.main is None
+    assert [group["lr"] for group in optimizer.param_groups] == built
 
 
 class _Reporter:
