@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow.fs as pafs
 
-from trainables.engine import CHECKPOINT_REPORTS_FILE
+from trainables.engine import CHECKPOINT_FILE, CHECKPOINT_REPORTS_FILE
 from trainables.storage import ExperimentStore
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class RepairedTrial:
     trial_dir: str
     missing: str
     resumes_from: str
+    reason: str = "was deleted before the crash"
 
 
 def repair_missing_checkpoints(store: ExperimentStore) -> list[RepairedTrial]:
@@ -65,11 +67,17 @@ def repair_missing_checkpoints(store: ExperimentStore) -> list[RepairedTrial]:
         name = snapshot_path.rsplit("/", 1)[-1]
         store.write_text(f"tune/{name}", json.dumps(snapshot))
     for trial in repaired:
+        verb = (
+            "falls back to"
+            if _index(trial.resumes_from) < _index(trial.missing)
+            else "resumes from"
+        )
         logger.warning(
-            "trial %s: the checkpoint the search's last snapshot names (%s) was deleted"
-            " before the crash; it resumes from %s",
-            trial.trial_dir,
+            "trial %s: the checkpoint the search's last snapshot names (%s) %s; it %s %s",
+            trial.trial_dir.rsplit("/", 1)[-1],
             trial.missing,
+            trial.reason,
+            verb,
             trial.resumes_from,
         )
     return repaired
@@ -92,10 +100,20 @@ def _repair_trial(fs: pafs.FileSystem, tune_dir: str, entry: list[str]) -> Repai
         return None
     trial_dir = f"{tune_dir}/{trial_state['relative_logdir']}"
     recorded_dir, missing = latest.checkpoint.path.rsplit("/", 1)
-    if _is_dir(fs, f"{trial_dir}/{missing}"):
-        return None
     rows = _read_rows(fs, f"{trial_dir}/result.json")
-    found = _next_checkpoint(fs, trial_dir, rows, after=_index(missing))
+    if not _is_dir(fs, f"{trial_dir}/{missing}"):
+        found = _next_checkpoint(fs, trial_dir, rows, after=_index(missing))
+        reason = "was deleted before the crash"
+    elif not _readable(fs, f"{trial_dir}/{missing}"):
+        found = _previous_checkpoint(fs, trial_dir, rows, before=_index(missing))
+        reason = "is unreadable (cut short)"
+        if found is not None:
+            # The epochs after the fallback are trained again: their rows go, so that
+            # the trial's epochs still only go forward.
+            rows = [row for row in rows if row.get("epoch", 0) <= found[1][-1]["epoch"]]
+            _write_rows(fs, f"{trial_dir}/result.json", rows)
+    else:
+        return None
     if found is None:
         return None
     name, reports = found
@@ -134,7 +152,7 @@ def _repair_trial(fs: pafs.FileSystem, tune_dir: str, entry: list[str]) -> Repai
     trial_state["storage"].current_checkpoint_index = _newest_index(fs, trial_dir) + 1
     entry[0] = json.dumps(trial_state, indent=2, cls=TuneFunctionEncoder)
     entry[1] = run_metadata.get_json_state()
-    return RepairedTrial(trial_dir=trial_dir, missing=missing, resumes_from=name)
+    return RepairedTrial(trial_dir=trial_dir, missing=missing, resumes_from=name, reason=reason)
 
 
 def _is_dir(fs: pafs.FileSystem, path: str) -> bool:
@@ -168,15 +186,49 @@ def _next_checkpoint(
     to it, with those reports: its ``reports.json``, or else ``result.json``'s rows up
     to the one reported with it."""
     for name in _checkpoints(fs, trial_dir):
-        if _index(name) <= after:
+        if _index(name) <= after or not _readable(fs, f"{trial_dir}/{name}"):
             continue
-        reports = _read_json(fs, f"{trial_dir}/{name}/{CHECKPOINT_REPORTS_FILE}")
-        if isinstance(reports, list) and reports and all("epoch" in r for r in reports):
-            return name, reports
-        for position, row in enumerate(rows):
-            if row.get("checkpoint_dir_name") == name:
-                return name, rows[: position + 1]
+        found = _reports_up_to(fs, trial_dir, rows, name)
+        if found is not None:
+            return name, found
     return None
+
+
+def _previous_checkpoint(
+    fs: pafs.FileSystem, trial_dir: str, rows: list[dict[str, Any]], before: int
+) -> tuple[str, list[dict[str, Any]]] | None:
+    """The newest readable checkpoint numbered below ``before``, with the reports up to
+    it (see :func:`_next_checkpoint`)."""
+    for name in reversed(_checkpoints(fs, trial_dir)):
+        if _index(name) >= before or not _readable(fs, f"{trial_dir}/{name}"):
+            continue
+        found = _reports_up_to(fs, trial_dir, rows, name)
+        if found is not None:
+            return name, found
+    return None
+
+
+def _reports_up_to(
+    fs: pafs.FileSystem, trial_dir: str, rows: list[dict[str, Any]], name: str
+) -> list[dict[str, Any]] | None:
+    reports = _read_json(fs, f"{trial_dir}/{name}/{CHECKPOINT_REPORTS_FILE}")
+    if isinstance(reports, list) and reports and all("epoch" in r for r in reports):
+        return reports
+    for position, row in enumerate(rows):
+        if row.get("checkpoint_dir_name") == name:
+            return rows[: position + 1]
+    return None
+
+
+def _readable(fs: pafs.FileSystem, checkpoint_dir: str) -> bool:
+    """Whether the checkpoint's state file reads back whole: ``torch.save`` writes a zip,
+    and a file cut short has lost the zip's closing directory or a member's bytes."""
+    try:
+        path = f"{checkpoint_dir}/{CHECKPOINT_FILE}"
+        with fs.open_input_file(path) as stream, zipfile.ZipFile(stream) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile, EOFError):
+        return False
 
 
 def _read_json(fs: pafs.FileSystem, path: str) -> Any:
