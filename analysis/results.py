@@ -194,13 +194,14 @@ def load_results(experiment_dir: str) -> ResultTables:
         history = _one_per_epoch(
             json.loads(line) for line in results_text.splitlines() if line.strip()
         )
-        if not history:
+        error = _error_line(_read_text(fs, f"{trial_dir}/error.txt"))
+        if not history and error is None:
             # Created but never reported (e.g. started just before a crash and not
-            # resumed: the resumed search replaced it with a new trial).
+            # resumed: the resumed search replaced it with a new trial). A trial that
+            # failed before its first report stays: its error is its result.
             continue
         plan_text = _read_text(fs, f"{root}/plans/{trial_id}.json")
         plan = json.loads(plan_text) if plan_text else None
-        error = _error_line(_read_text(fs, f"{trial_dir}/error.txt"))
         trial_rows.append(_trial_row(trial_id, history, config, plan, error))
         epoch_rows.extend(_epoch_rows(trial_id, config.get("strategy"), history))
     return ResultTables(trials=_table(trial_rows), epochs=_table(epoch_rows))
