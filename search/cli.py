@@ -16,6 +16,7 @@ from rich.table import Table
 
 from search.config import ConfigError, load_experiment
 from search.progress import plan_summary
+from search.storage_full import StorageFull
 
 __all__ = ["app", "main"]
 
@@ -31,9 +32,10 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    """One line on stderr; exit status 2 for a mistake in the input, ``code`` otherwise."""
     errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
+    return typer.Exit(code=code)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -147,6 +149,8 @@ def run(
         )
     except ConfigError as error:
         raise _fail(str(error)) from None
+    except StorageFull as error:
+        raise _fail(str(error), code=1) from None
     _print_outcome(outcome, config.target_list())
 
 
@@ -170,6 +174,8 @@ def resume(
         targets = _experiment(directory).target_list()
     except ConfigError as error:
         raise _fail(str(error)) from None
+    except StorageFull as error:
+        raise _fail(str(error), code=1) from None
     _print_outcome(outcome, targets)
 
 

@@ -27,6 +27,7 @@ from search.progress import PlanRecorder, TrialProgress
 from search.recovery import repair_missing_checkpoints
 from search.sampler import IncrementalTPESampler
 from search.schedulers import build_scheduler
+from search.storage_full import StopWhenStorageIsFull, StorageFull, is_storage_full
 from search.study import (
     SoleWriterStorage,
     StudySearch,
@@ -369,6 +370,7 @@ def run_search(
         store = prepare_experiment_dir(config, overwrite)
         store.make()
         settings = launch_settings(config, store, context)
+        storage_full = StopWhenStorageIsFull()
         store.write_text("experiment.yaml", _dump_yaml(config.model_dump(mode="json")))
         study_url = _study_url(config, store)
         filesystem, storage_path = filesystem_and_path(store.location)
@@ -400,14 +402,31 @@ def run_search(
                     *_result_loggers(),
                     TrialProgress(context, config.search.num_samples),
                     PlanRecorder(context, store.location),
+                    storage_full,
                 ],
+                stop=storage_full,
                 verbose=0,
             ),
         )
         on_stage(f"searching: {config.search.num_samples} trials")
-        tuner.fit()
+        with _storage_full_stops(store, storage_full):
+            tuner.fit()
 
-    return _finish(config, store, started)
+    with _storage_full_stops(store, storage_full):
+        return _finish(config, store, started)
+
+
+@contextmanager
+def _storage_full_stops(store: ExperimentStore, watcher: StopWhenStorageIsFull) -> Iterator[None]:
+    """Turn a full disk, met by a trial or by this process, into one :class:`StorageFull`."""
+    try:
+        yield
+    except Exception as error:
+        if is_storage_full(error):
+            raise StorageFull(store.location) from None
+        raise
+    if watcher.full:
+        raise StorageFull(store.location)
 
 
 def _study_url(config: ExperimentConfig, store: ExperimentStore) -> str:
@@ -567,11 +586,13 @@ def resume_search(
             restart_errored=False,
         )
         on_stage(f"resuming {config.name}: {config.search.num_samples} trials in all")
-        results = tuner.fit()
+        with _storage_full_stops(store, StopWhenStorageIsFull()):
+            results = tuner.fit()
     resumed = {Path(result.path).name for result in results}
     _set_aside_unresumed(store, resumed)
     _fail_study_trials_not_resumed(config, store, resumed)
-    return _finish(config, store, started)
+    with _storage_full_stops(store, StopWhenStorageIsFull()):
+        return _finish(config, store, started)
 
 
 def _fail_study_trials_not_resumed(
