@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -96,6 +97,15 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory):
     from search.experiment import configure_runtime
 
     configure_runtime()
+    # Workers start from this environment: benchmarks/ lets them import the fault
+    # network the fault tests give as model.factory.
+    benchmarks = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [benchmarks, *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    # A worker group that cannot be placed gives up after 5 s, not Ray Train's 60, so
+    # the test of that case takes seconds (the controller inherits this from the trial).
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "5")
     ray.init(
         num_cpus=2,
         include_dashboard=True,

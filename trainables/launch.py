@@ -74,6 +74,15 @@ class LaunchSettings:
     data_on_device: bool | None = None
 
 
+#: Times a trial's worker group may fail to start (each wait is Ray Train's
+#: RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, 60 s by default) before the trial fails.
+#: Ray Train's own default retries forever: where the workers can never be placed, as
+#: when a dead Train run's placement group still holds the CPUs (its cleaner needs
+#: Ray's state API, and without it never frees them), the trial then waits with no
+#: worker and no result, and the search hangs.
+WORKER_GROUP_START_RETRIES = 5
+
+
 def trial_resources(settings: LaunchSettings) -> dict[str, float]:
     """Resources the Tune trial itself holds.
 
@@ -215,7 +224,10 @@ def _fit_worker_group(
             storage_path=storage_path,
             storage_filesystem=filesystem,
             callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
+            failure_config=ray.train.FailureConfig(
+                max_failures=settings.max_failures,
+                controller_failure_limit=WORKER_GROUP_START_RETRIES,
+            ),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
     )

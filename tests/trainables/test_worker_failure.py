@@ -119,3 +119,45 @@ def test_a_killed_train_worker_restarts_from_the_last_checkpoint(ray_session, tm
         assert after > 1 and before - after <= 2, epochs
     history = results[0].metrics_dataframe.drop_duplicates("epoch", keep="last")
     assert list(history.sort_values("epoch")["phase"]) == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+
+
+def test_a_trial_whose_workers_can_never_be_placed_fails_instead_of_hanging(ray_session, tmp_path):
+    """The hang of a killed-worker test that waited with no worker and no result: a
+    placement group of a dead Train run (never freed where Ray's state API does not
+    answer) held a CPU, and Ray Train retried starting the worker group forever."""
+    import ray
+    from ray import tune
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from trainables.launch import WORKER_GROUP_START_RETRIES
+
+    settings = LaunchSettings(
+        plan_context=TINY_CONTEXT,
+        targets=NSL.targets,
+        workers=2,
+        cpus_per_worker=1,
+        train_storage=str(tmp_path / "train_runs"),
+    )
+    config = {"strategy": "progressive", "progressive": TINY_PROGRESSIVE}
+    tuner = tune.Tuner(
+        tune_trainable(settings),
+        param_space=config,
+        tune_config=tune.TuneConfig(num_samples=1),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), name="t", verbose=0),
+    )
+    leaked = placement_group([{"CPU": 1}])
+    ray.get(leaked.ready())
+    outcome = {}
+    fitting = threading.Thread(target=lambda: outcome.update(results=tuner.fit()))
+    started = time.monotonic()
+    try:
+        fitting.start()
+        # Each start waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (5 s in the tests).
+        fitting.join(timeout=(WORKER_GROUP_START_RETRIES + 1) * 5 + 120)
+        assert not fitting.is_alive(), "the trial is still waiting for its workers"
+    finally:
+        remove_placement_group(leaked)
+    results = outcome["results"]
+    assert results.num_errors == 1
+    assert "worker group startup timed out" in str(results.errors[0])
+    assert time.monotonic() - started < (WORKER_GROUP_START_RETRIES + 1) * 5 + 120
