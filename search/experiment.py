@@ -367,6 +367,8 @@ def run_search(
     with ray_running(address):
         available = ray.cluster_resources()
         check_resources(config, available)
+        if config.resources.workers_per_trial > 1 and not _state_api_answers():
+            on_stage(STATE_API_WARNING)
         store = prepare_experiment_dir(config, overwrite)
         store.make()
         settings = launch_settings(config, store, context)
@@ -427,6 +429,26 @@ def _storage_full_stops(store: ExperimentStore, watcher: StopWhenStorageIsFull) 
         raise
     if watcher.full:
         raise StorageFull(store.location)
+
+
+#: Said before a DDP search on a cluster whose state API does not answer.
+STATE_API_WARNING = (
+    "warning: this Ray cluster's state API does not answer (is its dashboard off?);"
+    " Ray Train then cannot free the workers of a DDP trial that is stopped early, and"
+    " the trials after it may fail to start"
+)
+
+
+def _state_api_answers() -> bool:
+    """Whether Ray's state API answers: Ray Train frees the placement group of a Train
+    run whose controller died (a DDP trial Tune stopped) only after asking it."""
+    from ray.util.state import list_actors
+
+    try:
+        list_actors(limit=1, timeout=10, raise_on_missing_output=False)
+    except Exception:  # noqa: BLE001 - any failure means the same: it does not answer
+        return False
+    return True
 
 
 def _study_url(config: ExperimentConfig, store: ExperimentStore) -> str:

@@ -1,0 +1,24 @@
+"""Before a DDP search, phasetune asks whether Ray's state API answers: Ray Train frees
+a stopped DDP trial's placement group only through it."""
+
+from __future__ import annotations
+
+import pytest
+
+from search.experiment import STATE_API_WARNING, _state_api_answers
+
+
+@pytest.mark.slow
+def test_the_state_api_of_a_ray_with_its_dashboard_answers(ray_session):
+    assert _state_api_answers()
+
+
+def test_a_state_api_that_does_not_answer_is_said_in_one_line(monkeypatch):
+    import ray.util.state
+
+    def unreachable(**kwargs):
+        raise ray.util.state.exception.RayStateApiException("no dashboard")
+
+    monkeypatch.setattr(ray.util.state, "list_actors", unreachable)
+    assert not _state_api_answers()
+    assert "\n" not in STATE_API_WARNING and "state API does not answer" in STATE_API_WARNING
