@@ -65,6 +65,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(f"torchvision does not import here ({type(error).__name__}: {first_line})")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that starts Ray, through the session's Ray or any fixture built on it, is
+    ``slow``: ``pytest -m "not slow"`` is then the fast loop."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
     """With ``PHASETUNE_REQUIRE_TORCHVISION=1``, a ``torchvision`` test that skips fails."""

@@ -301,10 +301,18 @@ def test_bad_weighting_is_refused_in_one_line(spec, message):
         assert str(error.value) == message
 
 
-def test_documented_settings_pass():
-    check_weighting(WeightingSpec("loss_ratio", {"alpha": 0.5}))
-    check_weighting(WeightingSpec("loss_ratio", {"alpha": -1, "momentum": 0.9}))
-    check_weighting(WeightingSpec("dwa", {"temperature": 2.0}))
+@pytest.mark.parametrize(
+    "spec",
+    [
+        WeightingSpec("loss_ratio", {"alpha": 0.5}),
+        WeightingSpec("loss_ratio", {"alpha": -1, "momentum": 0.9}),
+        WeightingSpec("dwa", {"temperature": 2.0}),
+    ],
+)
+def test_documented_settings_pass(spec):
+    assert check_weighting(spec) is None
+    weights = build_weighting(spec, TASKS).weights(torch.tensor([1.0, 2.0, 4.0]))
+    assert weights.shape == (3,) and torch.isfinite(weights).all() and (weights > 0).all()
 
 
 def test_building_needs_a_task():
