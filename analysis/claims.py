@@ -28,7 +28,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from analysis.ranking import TrialRecord
+from analysis.ranking import RAN_PLAN, TrialRecord
+from trainables.metric_names import TASK_METRICS as TASK_METRIC_NAMES
 from trainables.weighting import loss_ratio_weights
 
 __all__ = [
@@ -44,8 +45,6 @@ __all__ = [
 
 SUPPORTED, REFUTED, NOT_TESTED = "supported", "refuted", "not tested"
 
-#: Statuses of trials that ran their plan.
-RAN_PLAN = ("done", "early_stopped")
 
 #: The strategies the documents' claims are about; any other is an experiment's own.
 DOCUMENTED_STRATEGIES = frozenset({"progressive", "single_phase", "joint", "sequential"})
@@ -82,7 +81,7 @@ REPORTED_ALPHA = 0.5
 WEIGHT_TOLERANCE = 0.05
 
 #: The validation metric that stands for each task (as the engine reports it).
-TASK_METRICS = ("val/cls_acc", "val/seg_miou", "val/det_map50")
+TASK_METRICS = tuple(TASK_METRIC_NAMES.values())
 
 _TRANSFER_RANGE = "| **Final Accuracy** | Higher (85-95%) | Lower (80-90%) |"
 _FORGETTING_ROW = "| Catastrophic Forgetting | Severe (>90% drop) | None |"

@@ -20,7 +20,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
 
-from analysis.ranking import TrialRecord
+from analysis.ranking import RAN_PLAN, TrialRecord
 from analysis.targets import Target, target_score
 from spaces.params import Categorical, Fixed, FloatRange, IntRange, Param
 from spaces.strategy_space import StrategySpace
@@ -41,9 +41,6 @@ EVALUATORS = ("fanova", "ped_anova")
 #: Fewer finished trials than this give a note instead of importances: below it a
 #: forest or a top quantile has next to nothing to split.
 MIN_TRIALS = 4
-#: Trials that ran their whole plan; a scheduler-stopped trial's metrics are those of
-#: an unfinished model and would read as the effect of its parameters.
-FINISHED = ("done", "early_stopped")
 #: PED-ANOVA contrasts the best trials with all of them; its default top 10% is a
 #: single trial in a small study, so the top holds at least this many.
 MIN_TOP_TRIALS = 2
@@ -116,7 +113,7 @@ def parameter_importance(
         )
     finished: dict[str, list[TrialRecord]] = {name: [] for name in spaces}
     for record in records:
-        if record.status in FINISHED:
+        if record.status in RAN_PLAN:
             finished.setdefault(record.strategy, []).append(record)
     results = []
     with _quiet():

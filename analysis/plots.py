@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
-from analysis.ranking import TrialRecord
+from analysis.ranking import RAN_PLAN, TrialRecord
 from analysis.targets import Target
 
 __all__ = [
@@ -311,7 +311,7 @@ def metric_vs_params(
         ys = np.array([p[1] for p in points])
         status = np.array([p[2].status for p in points])
         is_best = np.array([p[2].trial_id == best_id for p in points])
-        finished = np.isin(status, ("done", "early_stopped")) & ~is_best
+        finished = np.isin(status, RAN_PLAN) & ~is_best
         stopped = (status == "stopped") & ~is_best
         failed = (status == "failed") & ~is_best
         ax.scatter(xs[finished], ys[finished], s=22, color=color, label="finished")

@@ -9,9 +9,12 @@ from typing import Any
 
 from analysis.targets import Target, target_score, targets_met
 
-__all__ = ["RankedTrial", "TrialRecord", "rank_trials"]
+__all__ = ["RAN_PLAN", "STATUSES", "RankedTrial", "TrialRecord", "rank_trials"]
 
 STATUSES = ("done", "early_stopped", "stopped", "failed")
+#: Statuses of trials that ran their whole plan: their final metrics are those of a
+#: finished recipe, not of a model a scheduler stopped halfway.
+RAN_PLAN = ("done", "early_stopped")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["plan_summary"]
+__all__ = ["plan_summary", "plan_tasks"]
+
+
+def plan_tasks(plan: Mapping[str, Any] | None) -> list[str]:
+    """The tasks a plan trains, in the order they first appear."""
+    phases = (plan or {}).get("phases", [])
+    return list(dict.fromkeys(task for phase in phases for task in phase.get("tasks", [])))
 
 
 def plan_summary(plan: Mapping[str, Any] | None) -> str:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analysis import plots
-from analysis.ranking import RankedTrial, TrialRecord, rank_trials
-from analysis.recipes import plan_summary
+from analysis.ranking import RAN_PLAN, RankedTrial, TrialRecord, rank_trials
+from analysis.recipes import plan_summary, plan_tasks
 from analysis.results import load_results, trial_records
 from analysis.targets import Target
 
@@ -33,8 +33,6 @@ __all__ = ["ReportFiles", "write_report"]
 SCATTER_EVALUATOR = "fanova"
 SCATTER_PARAMS = 3
 IMPORTANCE_ROWS = 10
-#: Statuses of trials whose final metrics are those of a finished recipe.
-FINISHED = ("done", "early_stopped")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -549,13 +547,13 @@ def _figures(context: _Context) -> list[_Block]:
                 f" {context.num_groups} is the heads; a missing point is a frozen group).",
             )
         )
-    multi = {s: item for s, item in best.items() if len(_plan_tasks(item.record.plan)) > 1}
+    multi = {s: item for s, item in best.items() if len(plan_tasks(item.record.plan)) > 1}
     path = plots.task_weights(
         context.image("task_weights"), {s: best_ids[s] for s in multi}, context.curves
     )
     if path is not None:
         blocks.append(_Image(path, "Task loss weights, best trial of each multi-task strategy."))
-    tasks = list(dict.fromkeys(t for item in multi.values() for t in _plan_tasks(item.record.plan)))
+    tasks = list(dict.fromkeys(t for item in multi.values() for t in plan_tasks(item.record.plan)))
     path = plots.forgetting_bars(
         context.image("forgetting"),
         {s: item.record for s, item in multi.items()},
@@ -670,18 +668,12 @@ def _recipe(plan: Mapping[str, Any] | None) -> str:
     return plan_summary(plan)
 
 
-def _plan_tasks(plan: Mapping[str, Any] | None) -> list[str]:
-    """The tasks a plan trains, in the order they first appear."""
-    phases = (plan or {}).get("phases", [])
-    return list(dict.fromkeys(task for phase in phases for task in phase.get("tasks", [])))
-
-
 def _finished_scores(trials: Sequence[RankedTrial]) -> list[float]:
     """Scores of the trials that ran their whole plan (or stopped early by their own rule)."""
     return [
         item.target_score
         for item in trials
-        if item.record.status in FINISHED and math.isfinite(item.target_score)
+        if item.record.status in RAN_PLAN and math.isfinite(item.target_score)
     ]
 
 

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from analysis.recipes import plan_tasks
 from search.config import ConfigError, load_experiment
 from search.progress import plan_summary
 from search.storage_full import StorageFull
@@ -49,7 +50,7 @@ def ranking_table(ranked: list[Any], targets: Sequence[Any], limit: int | None =
     table = Table(title="Trials ranked: targets met, then target_score, then epochs")
     metrics = list(dict.fromkeys(target.metric for target in targets))
     # Forgetting only means something where a plan trains several tasks.
-    tasks = [_plan_tasks(item.record.plan) for item in ranked]
+    tasks = [plan_tasks(item.record.plan) for item in ranked]
     multi_task = [t for t in ("seg", "det", "cls") if any(t in s for s in tasks if len(s) > 1)]
     # Several metric columns: drop the shared "val/" so the recipe keeps its width.
     headers = [m.removeprefix("val/") if len(metrics) > 1 else m for m in metrics]
@@ -94,10 +95,6 @@ def ranking_table(ranked: list[Any], targets: Sequence[Any], limit: int | None =
             status,
         )
     return table
-
-
-def _plan_tasks(plan: dict[str, Any] | None) -> set[str]:
-    return {task for phase in (plan or {}).get("phases", []) for task in phase["tasks"]}
 
 
 #: Where a search's Ray runs; a Ray job's entrypoint has RAY_ADDRESS set already.

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from analysis.recipes import plan_summary
 from trainables.launch import plan_for_trial
+from trainables.metric_names import TASK_METRICS
 from trainables.phases import PlanError
 from trainables.storage import ExperimentStore
 from trainables.strategies import PlanContext
@@ -19,7 +20,7 @@ __all__ = ["PlanRecorder", "TrialProgress", "describe_trial", "plan_summary"]
 
 
 #: What a finished multi-task trial's line shows.
-MULTI_TASK_METRICS = ("val/det_map50", "val/seg_miou", "val/cls_acc")
+MULTI_TASK_METRICS = tuple(TASK_METRICS[task] for task in ("det", "seg", "cls"))
 
 
 def describe_trial(config: dict[str, Any], context: PlanContext) -> str:

@@ -24,6 +24,7 @@ from trainables.data import ImageDataset, iterate_task_batches, load_dataset, sh
 from trainables.ewc import TaskAnchor, estimate_fisher, ewc_penalty
 from trainables.losses import task_loss
 from trainables.lr_schedules import PhaseLRSchedule, train_steps_per_epoch
+from trainables.metric_names import TASK_METRICS
 from trainables.metrics import TaskMetrics
 from trainables.models import TaskModel, build_model
 from trainables.phases import EarlyStopping, Phase, PhasePlan
@@ -55,7 +56,6 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 #: The validation metric that stands for each task: forgetting, the best checkpoint
 #: per task and validation-based weighting all follow it (higher is better).
-TASK_METRICS = {"cls": "val/cls_acc", "seg": "val/seg_miou", "det": "val/det_map50"}
 
 
 def reported_metrics(tasks: tuple[str, ...]) -> tuple[str, ...]:

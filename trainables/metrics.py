@@ -18,6 +18,7 @@ from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from trainables.heads import decode_detections
+from trainables.metric_names import TASK_METRICS
 
 __all__ = ["DetectionMeanAP", "TaskMetrics"]
 
@@ -174,8 +175,8 @@ def _mean_defined(precision: np.ndarray) -> float:
     return float(defined.mean()) if defined.size else 0.0
 
 
-#: Reported name of each single-valued task metric.
-_METRIC_NAMES = {"cls": "val/cls_acc", "seg": "val/seg_miou"}
+#: Reported name of each single-valued task metric (detection reports several).
+_METRIC_NAMES = {task: TASK_METRICS[task] for task in ("cls", "seg")}
 
 
 class TaskMetrics:

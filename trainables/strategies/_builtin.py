@@ -21,6 +21,7 @@ from trainables.phases import (
     WeightingSpec,
 )
 from trainables.strategies._context import PlanContext
+from trainables.weighting import WEIGHTING_PARAMS
 
 __all__ = [
     "BUILTIN_STRATEGIES",
@@ -50,14 +51,11 @@ MULTITASK_TASKS: tuple[str, ...] = ("seg", "det", "cls")
 #: ("gradual").
 WARMUP_STYLES: tuple[str, ...] = ("alternate", "per_task", "gradual")
 
-#: The parameters each task-weighting method takes (``trainables.weighting`` holds
-#: their defaults and ranges).
+#: The parameters each task-weighting method takes, read from ``trainables.weighting``
+#: (their one home, with their defaults), in the order the joint space offers them.
 WEIGHTING_PARAM_NAMES: dict[str, tuple[str, ...]] = {
-    "equal": (),
-    "loss_ratio": ("alpha", "momentum"),
-    "dwa": ("temperature", "momentum"),
-    "validation": ("temperature", "momentum"),
-    "uncertainty": (),
+    method: tuple(WEIGHTING_PARAMS[method])
+    for method in ("equal", "loss_ratio", "dwa", "validation", "uncertainty")
 }
 
 _EQUAL = WeightingSpec("equal")
