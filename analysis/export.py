@@ -16,6 +16,7 @@ import yaml
 
 from analysis.ranking import RankedTrial
 from analysis.targets import Target, verdicts
+from trainables.atomic import replaced_atomically
 from trainables.phases import PhasePlan
 
 __all__ = ["BestConfig", "expand_plan", "export_best", "load_best", "versions"]
@@ -173,9 +174,8 @@ def export_best(
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+    with replaced_atomically(path) as partial:
+        partial.write_text(text)
 
 
 def load_best(path: str | os.PathLike[str]) -> BestConfig:

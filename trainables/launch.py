@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from analysis.targets import Target
+from trainables.atomic import replaced_atomically
 from trainables.engine import (
     CHECKPOINT_FILE,
     EngineContext,
@@ -255,10 +256,8 @@ class LocalReporter:
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         self.history.append(dict(metrics))
         if checkpoint_dir:
-            self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.checkpoint_path.with_suffix(".partial")
-            shutil.copyfile(os.path.join(checkpoint_dir, CHECKPOINT_FILE), partial)
-            os.replace(partial, self.checkpoint_path)
+            with replaced_atomically(self.checkpoint_path) as partial:
+                shutil.copyfile(os.path.join(checkpoint_dir, CHECKPOINT_FILE), partial)
         if self.on_report is not None:
             self.on_report(metrics)
 

@@ -12,12 +12,12 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from trainables.atomic import replaced_atomically
 from trainables.backbones import (
     BackboneError,
     adapt_backbone,
@@ -262,9 +262,8 @@ def ensure_pretrained(spec: ModelSpec) -> Path:
         if not path.exists():
             state, val_acc = pretrain_backbone(spec)
             logger.info("pretrained backbone: source-task val acc %.3f -> %s", val_acc, path)
-            partial = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(state, partial)
-            os.replace(partial, path)
+            with replaced_atomically(path) as partial:
+                torch.save(state, partial)
     return path
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from trainables.atomic import replaced_atomically
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -118,11 +120,8 @@ class ExperimentStore:
         """Write a file; locally through a rename, so a reader never sees half of it
         (an object store's upload is atomic already)."""
         if not self.remote:
-            path = Path(self.root, name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f".{path.name}.partial")
-            partial.write_text(text)
-            os.replace(partial, path)
+            with replaced_atomically(Path(self.root, name)) as partial:
+                partial.write_text(text)
             return
         with self.filesystem.open_output_stream(f"{self.root}/{name}") as stream:
             stream.write(text.encode())

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables.atomic import replaced_atomically
 from trainables.data._spec import DataError
 
 __all__ = [
@@ -253,13 +254,5 @@ def read_json(path: Path) -> Any:
 
 def write_json(path: Path, document: Any) -> None:
     """Writes atomically so that concurrent readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(document, file)
-        os.chmod(temp, _READABLE)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with replaced_atomically(path, mode=_READABLE) as partial, partial.open("w") as file:
+        json.dump(document, file)
