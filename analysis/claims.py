@@ -29,8 +29,8 @@ from typing import Any
 import pyarrow as pa
 
 from analysis.ranking import RAN_PLAN, TrialRecord
+from trainables.loss_ratio import loss_ratio_weights
 from trainables.metric_names import TASK_METRICS as TASK_METRIC_NAMES
-from trainables.weighting import loss_ratio_weights
 
 __all__ = [
     "CLAIMS",

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from trainables.loss_ratio import loss_ratio_weights, usable_losses
 from trainables.phases import WeightingSpec
 
 __all__ = [
@@ -69,11 +70,6 @@ def _check_params(method: str, defaults: Mapping[str, float], params: Mapping[st
             raise ValueError(f"{field}: {problem}, got {value!r}")
 
 
-def _usable(losses: Sequence[float]) -> bool:
-    """Whether every loss can appear in a ratio (a zero or NaN would give an infinite weight)."""
-    return all(math.isfinite(loss) and loss > 0.0 for loss in losses)
-
-
 def _scaled_softmax(values: Sequence[float], temperature: float) -> list[float]:
     """``K * softmax(values / temperature)``: weights that sum to the number of tasks."""
     scaled = [value / temperature for value in values]
@@ -81,27 +77,6 @@ def _scaled_softmax(values: Sequence[float], temperature: float) -> list[float]:
     exps = [math.exp(value - top) for value in scaled]
     total = sum(exps)
     return [len(values) * e / total for e in exps]
-
-
-def loss_ratio_weights(losses: Sequence[float], alpha: float) -> list[float]:
-    """The multi-task document's dynamic weights, ``w_i = (mean_j L_j / L_i) ** alpha``.
-
-    Not normalised, as in the document. Its reported final weights [0.89, 1.23, 0.92]
-    for losses seg/det/cls = 1.1234/4.5678/2.3012 do not follow from this formula, which
-    gives about [1.54, 0.76, 1.08] with ``alpha=0.5``; a negative ``alpha`` (larger loss,
-    larger weight) covers the reading that matches the reported ordering.
-
-    Args:
-        losses: One mean loss per task, each finite and > 0.
-        alpha: Exponent; 0.5 is the document's value, 0 gives equal weights.
-
-    Raises:
-        ValueError: A loss is not finite or not positive.
-    """
-    if not losses or not _usable(losses):
-        raise ValueError(f"loss_ratio_weights: losses must be finite and > 0, got {list(losses)}")
-    mean = sum(losses) / len(losses)
-    return [(mean / loss) ** alpha for loss in losses]
 
 
 class TaskWeighting:
@@ -237,7 +212,7 @@ class LossRatioWeighting(_EpochWeighting):
         self, mean_losses: Mapping[str, float], val_scores: Mapping[str, float] | None = None
     ) -> None:
         losses = [float(mean_losses[task]) for task in self.tasks]
-        if _usable(losses):
+        if usable_losses(losses):
             self._update(loss_ratio_weights(losses, self.params["alpha"]))
 
 
@@ -263,7 +238,7 @@ class DWAWeighting(_EpochWeighting):
         if len(self._history) < 2:
             return
         before, last = self._history
-        if _usable(before) and _usable(last):
+        if usable_losses(before) and usable_losses(last):
             ratios = [now / then for now, then in zip(last, before, strict=True)]
             self._update(_scaled_softmax(ratios, self.params["temperature"]))
 
