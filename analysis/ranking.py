@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from analysis.targets import Target, target_score, targets_met
 
-__all__ = ["RAN_PLAN", "STATUSES", "RankedTrial", "TrialRecord", "rank_trials"]
+__all__ = ["RAN_PLAN", "STATUSES", "RankedTrial", "TrialRecord", "rank_trials", "ranking_json"]
 
 STATUSES = ("done", "early_stopped", "stopped", "failed")
 #: Statuses of trials that ran their whole plan: their final metrics are those of a
@@ -76,3 +77,25 @@ def rank_trials(records: Iterable[TrialRecord], targets: Sequence[Target]) -> li
         RankedTrial(rank=i + 1, record=record, targets_met=met, target_score=score)
         for i, (_, record, met, score) in enumerate(scored)
     ]
+
+
+def ranking_json(ranked: list[RankedTrial]) -> str:
+    """``ranking.json``: every trial, best first, with its parameters and metrics."""
+    rows = [
+        {
+            "rank": item.rank,
+            "trial_id": item.record.trial_id,
+            "strategy": item.record.strategy,
+            "status": item.record.status,
+            "targets_met": item.targets_met,
+            "target_score": item.target_score,
+            "epochs": item.record.epochs,
+            "params": item.record.params,
+            "metrics": {
+                k: v for k, v in item.record.metrics.items() if isinstance(v, (int, float, str))
+            },
+            "error": item.record.error,
+        }
+        for item in ranked
+    ]
+    return json.dumps(rows, indent=2, default=str) + "\n"

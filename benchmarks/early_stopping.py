@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from search.config import ExperimentConfig, load_experiment
-from search.experiment import ray_running, run_search
+from search.experiment import run_search
+from search.ray_runtime import ray_running
 
 SCHEDULERS = ("fifo", "asha", "strategy_asha", "phase_asha")
 

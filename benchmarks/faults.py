@@ -354,7 +354,7 @@ def joined_ray() -> Iterator[None]:
     path), else a local one started here for all of them, which saves a start per run."""
     import ray
 
-    from search.experiment import configure_runtime
+    from search.ray_runtime import configure_runtime
 
     started = not ray.is_initialized()
     if started:

@@ -310,7 +310,7 @@ def run(
     shares: tuple[int, ...] = SHARES,
 ) -> dict[str, Any]:
     """The samples/s comparison on ``device``; on CUDA also the GPU-sharing runs."""
-    from search.experiment import configure_runtime, ray_running
+    from search.ray_runtime import configure_runtime, ray_running
 
     configure_runtime()
     config = load_experiment(None)

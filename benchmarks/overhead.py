@@ -540,7 +540,7 @@ def run(
     """
     import ray
 
-    from search.experiment import configure_runtime, ray_running
+    from search.ray_runtime import configure_runtime, ray_running
     from trainables.launch import plan_for_trial
     from trainables.models import ensure_pretrained
 

@@ -71,7 +71,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from search.config import ExperimentConfig, SearchConfig, load_experiment
-from search.experiment import ray_running, run_search
+from search.experiment import run_search
+from search.ray_runtime import ray_running
 from trainables.data import load_dataset
 from trainables.models import ensure_pretrained
 

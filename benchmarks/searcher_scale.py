@@ -39,8 +39,10 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search.config import ExperimentConfig, load_experiment
-from search.experiment import _max_epochs, _result_loggers, _searcher, ray_running
+from search.experiment import _result_loggers
+from search.ray_runtime import ray_running
 from search.schedulers import build_scheduler
+from search.searcher import build_searcher, max_epochs
 from spaces import SearchSpace
 
 #: Epochs each dummy trial reports: past ASHA's first rung (grace_period 2), so the
@@ -233,12 +235,12 @@ def _search_alg(
     if name == "phasetune_rollback":
         # What rdb_storage picks where it cannot tell the disk is local.
         with mock.patch("search.study.on_local_disk", return_value=False):
-            return _searcher(config, space, study), None
+            return build_searcher(config, space, study), None
     if name == "phasetune_optuna_tpe":
         # Suggests the same trials as the search's IncrementalTPESampler, at Optuna's cost.
-        with mock.patch("search.experiment.IncrementalTPESampler", optuna.samplers.TPESampler):
-            return _searcher(config, space, study), None
-    return _searcher(config, space, study), None
+        with mock.patch("search.searcher.IncrementalTPESampler", optuna.samplers.TPESampler):
+            return build_searcher(config, space, study), None
+    return build_searcher(config, space, study), None
 
 
 def _send_by_value() -> None:
@@ -272,7 +274,7 @@ def run_one(
         search_alg, param_space = _search_alg(name, config, space, root, concurrency)
         if isinstance(search_alg, Searcher):
             search_alg = ClockedLimiter(search_alg, max_concurrent=concurrency)
-        scheduler = build_scheduler(config.search, _max_epochs(config, space))
+        scheduler = build_scheduler(config.search, max_epochs(config, space))
         scheduler_seconds = clock_scheduler(scheduler)
         tuner = tune.Tuner(
             tune.with_resources(dummy, {"cpu": cpus_per_trial}),
@@ -326,7 +328,7 @@ def run(
     """
     import ray
 
-    from search.experiment import configure_runtime
+    from search.ray_runtime import configure_runtime
 
     configure_runtime()
     rows = []

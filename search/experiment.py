@@ -1,4 +1,4 @@
-"""One strategy search: Ray start, Tuner assembly, results, ranking and export.
+"""One strategy search: Tuner assembly, run and resume, results, ranking and export.
 
 The experiment directory is a local path or a URI pyarrow's filesystems accept
 (``trainables.storage``); Ray is started here, or joined where an address is given
@@ -9,71 +9,44 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import logging
 import os
 import tempfile
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from analysis.export import export_best
-from analysis.ranking import RankedTrial, rank_trials
+from analysis.ranking import RankedTrial, rank_trials, ranking_json
 from analysis.results import load_results, trial_dirs, trial_records, write_results
 from search.config import ConfigError, ExperimentConfig
 from search.progress import PlanRecorder, TrialProgress
+from search.ray_runtime import (
+    STATE_API_WARNING,
+    cluster_address,
+    ray_running,
+    ray_stage,
+    state_api_answers,
+)
 from search.recovery import repair_missing_checkpoints
-from search.sampler import IncrementalTPESampler
+from search.resources import check_resources, default_concurrency, local_gpus
 from search.schedulers import build_scheduler
+from search.searcher import build_searcher, max_epochs, study_storage
 from search.storage_full import StopWhenStorageIsFull, StorageFull, is_storage_full
 from search.study import (
-    SoleWriterStorage,
-    StudySearch,
     checkpoint_study,
     fail_trials_not_resumed,
-    rdb_storage,
 )
-from spaces import SearchSpace
 from trainables.data import DataError, load_dataset, pin_snapshot
-from trainables.launch import LaunchSettings, plan_for_trial, torch_threads, tune_trainable
+from trainables.launch import LaunchSettings, torch_threads, tune_trainable
 from trainables.models import ensure_pretrained
 from trainables.storage import ExperimentStore, filesystem_and_path
 from trainables.strategies import PlanContext
 
-__all__ = [
-    "SearchOutcome",
-    "cluster_address",
-    "configure_runtime",
-    "resume_search",
-    "run_search",
-    "start_ray",
-    "study_storage",
-]
+__all__ = ["SearchOutcome", "export_to", "resume_search", "run_search"]
 
 logger = logging.getLogger(__name__)
-
-#: Ray settings phasetune needs, applied unless the user set them already.
-RAY_ENVIRONMENT = {
-    # Each ray.train.report otherwise waits for the controller's 2 s poll.
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
-    # phasetune writes its own TensorBoard events (per-task tags, HParams at
-    # trial start); Tune's copies would show every scalar twice.
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-    "RAY_DEDUP_LOGS": "1",
-    # The old output engine is the one that stays silent at verbose=0; phasetune
-    # prints its own line per trial event.
-    "RAY_AIR_NEW_OUTPUT": "0",
-    "TUNE_RESULT_BUFFER_LENGTH": "1",
-    # Train workers keep print() as it is: the patch logs every print even inside
-    # contextlib.redirect_stdout, so pycocotools' progress lines on each
-    # evaluation could not be silenced.
-    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
-    # Keeping two checkpoints per trial forces an experiment snapshot when a trial
-    # has written two more; for small trials that is often and cheap, not a problem.
-    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,211 +62,6 @@ class SearchOutcome:
     best_yaml: Path | str | None
     best_json: Path | str | None
     wall_seconds: float
-
-
-class _AlreadyDeletedCheckpoint(logging.Filter):
-    """Drops Tune's error for deleting a checkpoint that is already gone.
-
-    After a crash the restored experiment state can list a checkpoint the trial had
-    already rotated out; Tune then logs a traceback while deleting it again,
-    although nothing is lost.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        deleting = "Error handling checkpoint" in str(record.msg)
-        return not (deleting and isinstance(error, FileNotFoundError))
-
-
-def configure_runtime() -> None:
-    """Environment and logging defaults for a quiet, fast local run."""
-    for name, value in RAY_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Ray's default (token authentication on a local cluster) is kept; only its
-    # notice on every start is not repeated to the user.
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
-        logging.ERROR
-    )
-    controller = logging.getLogger("ray.tune.execution.tune_controller")
-    if not any(isinstance(f, _AlreadyDeletedCheckpoint) for f in controller.filters):
-        controller.addFilter(_AlreadyDeletedCheckpoint())
-
-
-def cluster_address(address: str | None = None) -> str | None:
-    """The Ray cluster to join: ``address`` if given, else ``RAY_ADDRESS`` (which a
-    Ray job's entrypoint has set), else None for a Ray of this process's own."""
-    return address or os.environ.get("RAY_ADDRESS") or None
-
-
-def _cluster_runtime_env() -> dict[str, Any]:
-    """``RAY_ENVIRONMENT`` for a cluster's processes, which do not inherit ours.
-
-    Inside a Ray job, Ray refuses a variable that the job's own runtime_env sets
-    too, so those are left to the job.
-    """
-    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
-
-    job = json.loads(os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR, "{}"))
-    taken = set((job.get("runtime_env") or {}).get("env_vars") or {})
-    return {"env_vars": {k: os.environ[k] for k in RAY_ENVIRONMENT if k not in taken}}
-
-
-def start_ray(num_cpus: int | None = None, address: str | None = None) -> bool:
-    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start Ray here.
-
-    Raises:
-        ConfigError: nothing answers at the address.
-
-    Returns:
-        True when this call initialised Ray in this process, so the caller calls
-        ``ray.shutdown()``: that stops a Ray started here, but only disconnects
-        from a cluster that was joined, which keeps running.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    configure_runtime()
-    address = cluster_address(address)
-    if address:
-        try:
-            ray.init(
-                address=address,
-                runtime_env=_cluster_runtime_env(),
-                logging_level=logging.WARNING,
-            )
-        except ConnectionError as error:
-            raise ConfigError(
-                f"address: no Ray cluster to join at {address!r} (from --address or"
-                f" RAY_ADDRESS): {error}; start one with `ray start --head`, fix the"
-                " address, or unset RAY_ADDRESS to run on a Ray of this machine"
-            ) from None
-    else:
-        ray.init(
-            num_cpus=num_cpus,
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            logging_level=logging.WARNING,
-        )
-    return True
-
-
-def _ray_stage(address: str | None) -> str:
-    joined = cluster_address(address)
-    return f"joining the Ray cluster at {joined}" if joined else "starting Ray"
-
-
-@contextmanager
-def ray_running(address: str | None = None) -> Iterator[None]:
-    """Ray for the duration of the block: reused if already up, else joined at
-    ``address`` (or started here) and let go afterwards."""
-    import ray
-
-    started = start_ray(address=address)
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def _max_epochs(config: ExperimentConfig, space: SearchSpace) -> int:
-    """Longest plan the space can produce: the scheduler's horizon."""
-    context = config.plan_context()
-    longest = 1
-    for strategy in space.strategies:
-        for point in strategy.extreme_points():
-            plan = plan_for_trial(
-                {"strategy": strategy.strategy, strategy.strategy: point}, context
-            )
-            longest = max(longest, plan.total_epochs)
-    return longest
-
-
-def study_storage(url_or_path: str) -> Any:
-    """The Optuna storage an experiment's ``storage.study`` names: an RDB URL, or a
-    journal file path (anything without ``://``)."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
-
-    if "://" in url_or_path:
-        return rdb_storage(url_or_path)
-    path = Path(url_or_path).expanduser().resolve()
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-
-
-def _searcher(config: ExperimentConfig, space: SearchSpace, study_url: str) -> Any:
-    import optuna
-
-    seed = config.search.seed
-    if config.search.sampler == "tpe":
-        # Multivariate TPE models the parameters jointly, and ``group`` splits the
-        # conditional space into the sets that occur together (one per strategy and
-        # branch). One fit per group instead of one per parameter also makes a
-        # suggestion 25-40% cheaper at hundreds of trials (benchmarks/searcher_scale.py).
-        # IncrementalTPESampler suggests what TPESampler would, without walking the
-        # whole history in Python several times per suggestion.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = IncrementalTPESampler(
-                seed=seed,
-                multivariate=True,
-                group=True,
-                n_startup_trials=config.search.startup_trials,
-            )
-    else:
-        sampler = optuna.samplers.RandomSampler(seed=seed)
-    points = space.points_to_evaluate() if config.search.evaluate_baselines else None
-    metric: str | list[str] = "target_score"
-    mode: str | list[str] = "max"
-    if config.search.objective == "pareto":
-        targets = config.target_list()
-        metric = [target.metric for target in targets]
-        mode = [target.direction for target in targets]
-    return StudySearch(
-        space=space.define_by_run,
-        metric=metric,
-        mode=mode,
-        points_to_evaluate=points[: config.search.num_samples] if points else None,
-        sampler=sampler,
-        study_name=config.name,
-        # Read back from memory: the driver is the study's only writer (this also does
-        # what Optuna's cache in front of an RDB would).
-        storage=SoleWriterStorage(study_storage(study_url)),
-    )
-
-
-def check_resources(config: ExperimentConfig, available: dict[str, float]) -> None:
-    """Refuse a trial that asks for more than the cluster has (it would never start)."""
-    resources = config.resources
-    cpus = resources.workers_per_trial * resources.cpus_per_worker
-    gpus = resources.workers_per_trial * resources.gpus_per_worker
-    if cpus > available.get("CPU", 0):
-        raise ConfigError(
-            f"resources: a trial needs {cpus:g} CPUs ({resources.workers_per_trial} workers x"
-            f" {resources.cpus_per_worker:g}) but Ray has {available.get('CPU', 0):g};"
-            " lower resources.workers_per_trial or resources.cpus_per_worker"
-        )
-    if gpus > available.get("GPU", 0):
-        raise ConfigError(
-            f"resources: a trial needs {gpus:g} GPUs but Ray has {available.get('GPU', 0):g};"
-            " set resources.gpus_per_worker to 0 or run on a cluster with GPUs"
-        )
-
-
-def _default_concurrency(config: ExperimentConfig, available: dict[str, float]) -> int:
-    resources = config.resources
-    by_cpu = available.get("CPU", 1) // (resources.workers_per_trial * resources.cpus_per_worker)
-    limit = int(max(1, by_cpu))
-    if resources.gpus_per_worker:
-        by_gpu = available.get("GPU", 0) // (
-            resources.workers_per_trial * resources.gpus_per_worker
-        )
-        limit = min(limit, int(max(1, by_gpu)))
-    return limit
 
 
 def experiment_store(config: ExperimentConfig) -> ExperimentStore:
@@ -352,7 +120,7 @@ def run_search(
         prepare_experiment_dir(config, overwrite=False)
     # Only a Ray of our own has this machine's resources; a cluster is asked below.
     if not cluster_address(address) and not ray.is_initialized():
-        check_resources(config, {"CPU": os.cpu_count() or 1, "GPU": _local_gpus()})
+        check_resources(config, {"CPU": os.cpu_count() or 1, "GPU": local_gpus()})
 
     context = pinned_plan_context(config)
     on_stage("preparing data and the pretrained backbone (cached after first use)")
@@ -363,11 +131,11 @@ def run_search(
     if context.model.pretrained is not None:
         ensure_pretrained(context.model)
 
-    on_stage(_ray_stage(address))
+    on_stage(ray_stage(address))
     with ray_running(address):
         available = ray.cluster_resources()
         check_resources(config, available)
-        if config.resources.workers_per_trial > 1 and not _state_api_answers():
+        if config.resources.workers_per_trial > 1 and not state_api_answers():
             on_stage(STATE_API_WARNING)
         store = prepare_experiment_dir(config, overwrite)
         store.make()
@@ -379,11 +147,11 @@ def run_search(
         tuner = tune.Tuner(
             tune_trainable(settings),
             tune_config=tune.TuneConfig(
-                search_alg=_searcher(config, space, study_url),
-                scheduler=build_scheduler(config.search, _max_epochs(config, space)),
+                search_alg=build_searcher(config, space, study_url),
+                scheduler=build_scheduler(config.search, max_epochs(config, space)),
                 num_samples=config.search.num_samples,
                 max_concurrent_trials=config.search.max_concurrent_trials
-                or _default_concurrency(config, available),
+                or default_concurrency(config, available),
                 trial_name_creator=_trial_name,
                 trial_dirname_creator=_trial_name,
                 # A fresh actor imports Ray, torch and phasetune again: ~6 s per trial on
@@ -429,26 +197,6 @@ def _storage_full_stops(store: ExperimentStore, watcher: StopWhenStorageIsFull) 
         raise
     if watcher.full:
         raise StorageFull(store.location)
-
-
-#: Said before a DDP search on a cluster whose state API does not answer.
-STATE_API_WARNING = (
-    "warning: this Ray cluster's state API does not answer (is its dashboard off?);"
-    " Ray Train then cannot free the workers of a DDP trial that is stopped early, and"
-    " the trials after it may fail to start"
-)
-
-
-def _state_api_answers() -> bool:
-    """Whether Ray's state API answers: Ray Train frees the placement group of a Train
-    run whose controller died (a DDP trial Tune stopped) only after asking it."""
-    from ray.util.state import list_actors
-
-    try:
-        list_actors(limit=1, timeout=10, raise_on_missing_output=False)
-    except Exception:  # noqa: BLE001 - any failure means the same: it does not answer
-        return False
-    return True
 
 
 def _study_url(config: ExperimentConfig, store: ExperimentStore) -> str:
@@ -596,7 +344,7 @@ def resume_search(
     config = load_saved_experiment(store)
     repair_missing_checkpoints(store)
     context = pinned_plan_context(config)
-    on_stage(_ray_stage(address))
+    on_stage(ray_stage(address))
     with ray_running(address):
         check_resources(config, ray.cluster_resources())
         tuner = tune.Tuner.restore(
@@ -668,28 +416,6 @@ def load_saved_experiment(store: ExperimentStore) -> ExperimentConfig:
         return load_experiment(saved)
 
 
-def ranking_json(ranked: list[RankedTrial]) -> str:
-    """``ranking.json``: every trial, best first, with its parameters and metrics."""
-    rows = [
-        {
-            "rank": item.rank,
-            "trial_id": item.record.trial_id,
-            "strategy": item.record.strategy,
-            "status": item.record.status,
-            "targets_met": item.targets_met,
-            "target_score": item.target_score,
-            "epochs": item.record.epochs,
-            "params": item.record.params,
-            "metrics": {
-                k: v for k, v in item.record.metrics.items() if isinstance(v, (int, float, str))
-            },
-            "error": item.record.error,
-        }
-        for item in ranked
-    ]
-    return json.dumps(rows, indent=2, default=str) + "\n"
-
-
 def _trial_name(trial: Any) -> str:
     return str(trial.trial_id)
 
@@ -704,12 +430,3 @@ def _dump_yaml(data: dict[str, Any]) -> str:
     import yaml
 
     return yaml.safe_dump(data, sort_keys=False)
-
-
-def _local_gpus() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except Exception:  # noqa: BLE001 - a broken CUDA setup means no usable GPU here
-        return 0

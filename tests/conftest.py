@@ -102,7 +102,7 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory):
     """One local Ray (2 CPUs) for every test that needs it; shut down at the end."""
     import ray
 
-    from search.experiment import configure_runtime
+    from search.ray_runtime import configure_runtime
 
     configure_runtime()
     # Workers start from this environment: benchmarks/ lets them import the fault

@@ -381,7 +381,7 @@ def test_gpu_throughput_shares_a_logical_gpu_among_trials():
 import dataclasses, importlib.util, json, sys
 import ray
 from search.config import load_experiment
-from search.experiment import configure_runtime
+from search.ray_runtime import configure_runtime
 spec = importlib.util.spec_from_file_location("gpu_throughput", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = module

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 from search.cli import app
 from search.config import ExperimentConfig
-from search.experiment import cluster_address, run_search
+from search.experiment import run_search
+from search.ray_runtime import cluster_address
 from trainables.storage import ExperimentStore, is_remote, join_location, local_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +64,7 @@ def test_an_explicit_address_wins_over_ray_address(monkeypatch):
 def test_joining_a_cluster_passes_our_settings_and_leaves_the_jobs_own(monkeypatch):
     import ray
 
-    from search import experiment
+    from search import ray_runtime
 
     calls = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
@@ -72,7 +73,7 @@ def test_joining_a_cluster_passes_our_settings_and_leaves_the_jobs_own(monkeypat
     job = {"runtime_env": {"env_vars": {"RAY_DEDUP_LOGS": "0"}}}
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
-    assert experiment.start_ray() is True
+    assert ray_runtime.start_ray() is True
     (kwargs,) = calls
     assert kwargs["address"] == "127.0.0.1:6379"
     env_vars = kwargs["runtime_env"]["env_vars"]
@@ -104,13 +105,13 @@ def test_no_cluster_at_the_address_is_a_clear_error(monkeypatch, tmp_path):
 def test_a_ray_already_running_is_reused_and_not_shut_down(monkeypatch):
     import ray
 
-    from search import experiment
+    from search import ray_runtime
 
     calls = []
     monkeypatch.setattr(ray, "is_initialized", lambda: True)
     monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append("init"))
     monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
-    with experiment.ray_running(address="auto"):
+    with ray_runtime.ray_running(address="auto"):
         inside = list(calls)
     assert inside == []  # joined as it is, not started again
     assert calls == []  # and left running

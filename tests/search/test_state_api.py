@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from search.experiment import STATE_API_WARNING, _state_api_answers
+from search.ray_runtime import STATE_API_WARNING, state_api_answers
 
 
 @pytest.mark.slow
 def test_the_state_api_of_a_ray_with_its_dashboard_answers(ray_session):
-    assert _state_api_answers()
+    assert state_api_answers()
 
 
 def test_a_state_api_that_does_not_answer_is_said_in_one_line(monkeypatch):
@@ -20,5 +20,5 @@ def test_a_state_api_that_does_not_answer_is_said_in_one_line(monkeypatch):
         raise ray.util.state.exception.RayStateApiException("no dashboard")
 
     monkeypatch.setattr(ray.util.state, "list_actors", unreachable)
-    assert not _state_api_answers()
+    assert not state_api_answers()
     assert "\n" not in STATE_API_WARNING and "state API does not answer" in STATE_API_WARNING

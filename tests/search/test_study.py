@@ -68,7 +68,7 @@ def test_one_seed_gives_identical_trial_parameters(tmp_path):
 def _backend(kind: str, path):
     """The storage a search's study has (Optuna wraps an RDB in its cache where it is
     handed one; the search hands it ``SoleWriterStorage`` around this)."""
-    from search.experiment import study_storage
+    from search.searcher import study_storage
 
     location = f"sqlite:///{path}.db" if kind == "sqlite" else f"{path}.journal"
     return study_storage(location)
@@ -257,7 +257,7 @@ def _drawn(tmp_path, startup_trials: int, sampler: str = "tpe") -> list[dict]:
     """Six configs from the search's own searcher, without baselines, each told a
     score that favours low learning rates."""
     from search.config import ExperimentConfig
-    from search.experiment import _searcher
+    from search.searcher import build_searcher
 
     base = ExperimentConfig()
     search = base.search.model_copy(
@@ -270,7 +270,7 @@ def _drawn(tmp_path, startup_trials: int, sampler: str = "tpe") -> list[dict]:
     )
     config = base.model_copy(update={"search": search})
     tmp_path.mkdir()
-    searcher = _searcher(config, config.search_space(), f"sqlite:///{tmp_path}/study.db")
+    searcher = build_searcher(config, config.search_space(), f"sqlite:///{tmp_path}/study.db")
     drawn = []
     for i in range(6):
         suggested = searcher.suggest(f"t{i}")
