@@ -164,6 +164,8 @@ class Outcome:
     reason: str
     seconds: float
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: Largest difference of a final metric from the run without the fault.
+    deviation: float | None = None
 
 
 def _environment(driver_fault: str | None, control: Path) -> dict[str, str]:
@@ -338,7 +340,14 @@ def attempt(name: str, workdir: Path, uninterrupted: dict[str, float]) -> Outcom
     outcome = run_one(name, fault, workdir)
     tolerance = DDP_TOLERANCE if fault.workers > 1 else 0.0
     compared = outcome.survived and fault.network.get("fault") != "raise_step"
-    if compared and not _same(outcome.metrics, uninterrupted, tolerance):
+    if not compared:
+        return outcome
+    deviation = max(
+        (abs(outcome.metrics[k] - v) for k, v in uninterrupted.items() if k in outcome.metrics),
+        default=math.inf,
+    )
+    outcome = dataclasses.replace(outcome, deviation=deviation)
+    if not _same(outcome.metrics, uninterrupted, tolerance):
         return dataclasses.replace(
             outcome,
             survived=False,
@@ -387,12 +396,14 @@ def run(names: list[str], repeat: int, workdir: Path) -> dict[str, dict[str, Any
         uninterrupted = {w: reference(w, workdir) for w in {FAULTS[n].workers for n in names}}
         table: dict[str, dict[str, Any]] = {}
         for name in names:
-            survived, failures, seconds = 0, [], []
+            survived, failures, seconds, deviations = 0, [], [], []
             for number in range(repeat):
                 folder = workdir / f"{name}-{number}"
                 outcome = attempt(name, folder, uninterrupted[FAULTS[name].workers])
                 survived += outcome.survived
                 seconds.append(outcome.seconds)
+                if outcome.deviation is not None:
+                    deviations.append(outcome.deviation)
                 if outcome.survived:
                     shutil.rmtree(folder, ignore_errors=True)
                 else:
@@ -405,6 +416,7 @@ def run(names: list[str], repeat: int, workdir: Path) -> dict[str, dict[str, Any
                 "survived": survived,
                 "tried": repeat,
                 "max_seconds": round(max(seconds), 1),
+                "max_deviation": max(deviations) if deviations else None,
                 "failures": failures,
             }
         return table
@@ -423,18 +435,15 @@ def main() -> None:
         parser.error(f"--faults: unknown {', '.join(unknown)}; use {', '.join(FAULTS)}")
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="phasetune-faults-"))
     table = run(names, args.repeat, workdir)
-    print(f"\n{'fault':<30} survived/tried   longest run (bound {BOUND_S:.0f} s)")
+    print(f"\n{'fault':<30} survived/tried  longest run (bound {BOUND_S:.0f} s)  final metrics")
     for name, row in table.items():
-        print(
-            f"{name:<30} {row['survived']:>3}/{row['tried']:<3}          {row['max_seconds']:.0f} s"
-        )
+        counts = f"{row['survived']:>3}/{row['tried']:<3}"
+        deviation = row["max_deviation"]
+        shown = "-" if deviation is None else "exact" if deviation == 0 else f"{deviation:.1e} off"
+        print(f"{name:<30} {counts}         {row['max_seconds']:>5.0f} s                 {shown}")
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {k: {"survived": v["survived"], "tried": v["tried"]} for k, v in table.items()},
-                indent=2,
-            )
-        )
+        counts = {k: {"survived": v["survived"], "tried": v["tried"]} for k, v in table.items()}
+        args.json.write_text(json.dumps(counts, indent=2) + "\n")
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
 
