@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -94,7 +94,8 @@ class FaultyNet(nn.Module):
         if self.fault != "block_checkpoint" or self.steps < self.at_step or not self._my_rank():
             return
         # Only the engine's checkpoint, not the copies of the best weights it keeps.
-        if "_state" not in {frame.f_code.co_name for frame in _frames()} or self._fired():
+        callers = {frame.f_code.co_name for frame, _ in traceback.walk_stack(None)}
+        if "_state" not in callers or self._fired():
             return
         self._arm_and_wait(f"checkpoint after step {self.steps}")
 
@@ -133,14 +134,6 @@ class FaultyNet(nn.Module):
         while time.monotonic() < deadline:
             time.sleep(0.05)
         raise RuntimeError(f"fault armed at {where} was never acted on within {self.wait_s} s")
-
-
-def _frames() -> list:
-    frame, frames = sys._getframe(), []
-    while frame is not None:
-        frames.append(frame)
-        frame = frame.f_back
-    return frames
 
 
 def build(**kwargs: object) -> FaultyNet:

@@ -192,9 +192,11 @@ def _wait_for(condition: Callable[[], bool], process: subprocess.Popen, deadline
     while time.monotonic() < deadline:
         if condition():
             return True
-        if process.poll() is not None:
-            return condition()
-        time.sleep(0.05)
+        try:
+            process.wait(timeout=0.05)  # returns at once when the process ends
+        except subprocess.TimeoutExpired:
+            continue
+        return condition()
     return False
 
 

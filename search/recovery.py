@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,10 +103,13 @@ def _repair_trial(fs: pafs.FileSystem, tune_dir: str, entry: list[str]) -> Repai
     recorded_dir, missing = latest.checkpoint.path.rsplit("/", 1)
     rows = _read_rows(fs, f"{trial_dir}/result.json")
     if not _is_dir(fs, f"{trial_dir}/{missing}"):
-        found = _next_checkpoint(fs, trial_dir, rows, after=_index(missing))
+        # The oldest newer one: the nearest point after the snapshot.
+        newer = [n for n in _checkpoints(fs, trial_dir) if _index(n) > _index(missing)]
+        found = _usable_checkpoint(fs, trial_dir, rows, newer)
         reason = "was deleted before the crash"
     elif not _readable(fs, f"{trial_dir}/{missing}"):
-        found = _previous_checkpoint(fs, trial_dir, rows, before=_index(missing))
+        older = [n for n in _checkpoints(fs, trial_dir) if _index(n) < _index(missing)]
+        found = _usable_checkpoint(fs, trial_dir, rows, reversed(older))
         reason = "is unreadable (cut short)"
         if found is not None:
             # The epochs after the fallback are trained again: their rows go, so that
@@ -179,32 +183,17 @@ def _newest_index(fs: pafs.FileSystem, trial_dir: str) -> int:
     return max((_index(name) for name in _checkpoints(fs, trial_dir)), default=-1)
 
 
-def _next_checkpoint(
-    fs: pafs.FileSystem, trial_dir: str, rows: list[dict[str, Any]], after: int
+def _usable_checkpoint(
+    fs: pafs.FileSystem, trial_dir: str, rows: list[dict[str, Any]], names: Iterable[str]
 ) -> tuple[str, list[dict[str, Any]]] | None:
-    """The oldest checkpoint numbered above ``after`` that says what the run reported up
-    to it, with those reports: its ``reports.json``, or else ``result.json``'s rows up
-    to the one reported with it."""
-    for name in _checkpoints(fs, trial_dir):
-        if _index(name) <= after or not _readable(fs, f"{trial_dir}/{name}"):
-            continue
-        found = _reports_up_to(fs, trial_dir, rows, name)
-        if found is not None:
-            return name, found
-    return None
-
-
-def _previous_checkpoint(
-    fs: pafs.FileSystem, trial_dir: str, rows: list[dict[str, Any]], before: int
-) -> tuple[str, list[dict[str, Any]]] | None:
-    """The newest readable checkpoint numbered below ``before``, with the reports up to
-    it (see :func:`_next_checkpoint`)."""
-    for name in reversed(_checkpoints(fs, trial_dir)):
-        if _index(name) >= before or not _readable(fs, f"{trial_dir}/{name}"):
-            continue
-        found = _reports_up_to(fs, trial_dir, rows, name)
-        if found is not None:
-            return name, found
+    """The first of ``names`` whose state file reads back whole and that says what the
+    run reported up to it, with those reports: its ``reports.json``, or else
+    ``result.json``'s rows up to the one reported with it."""
+    for name in names:
+        if _readable(fs, f"{trial_dir}/{name}"):
+            found = _reports_up_to(fs, trial_dir, rows, name)
+            if found is not None:
+                return name, found
     return None
 
 

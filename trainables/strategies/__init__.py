@@ -31,7 +31,7 @@ from trainables.strategies._expression import (
     parse_text,
 )
 from trainables.strategies._factory import FactoryStrategy
-from trainables.strategies._written import PLAN_FIELDS, WrittenStrategy, phase_fields
+from trainables.strategies._written import PLAN_FIELDS, WrittenStrategy
 from trainables.weighting import check_weighting
 
 __all__ = [
@@ -52,7 +52,6 @@ __all__ = [
     "joint",
     "parse_expression",
     "parse_text",
-    "phase_fields",
     "progressive",
     "sequential",
     "single_phase",

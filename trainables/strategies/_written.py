@@ -26,7 +26,7 @@ from trainables.strategies._expression import (
     parse_text,
 )
 
-__all__ = ["PLAN_FIELDS", "WrittenStrategy", "phase_fields"]
+__all__ = ["PLAN_FIELDS", "WrittenStrategy"]
 
 #: Plan-wide values a written strategy may set beside its phases, with their defaults
 #: (None: the experiment's own, e.g. the model's dropout).
@@ -54,7 +54,6 @@ class _FieldSpec:
     kind: _Kind
     nullable: bool = False
     required: bool = False
-    default: Any = None
     section: type | None = None
 
 
@@ -70,12 +69,10 @@ def _spec_of(cls: type) -> dict[str, _FieldSpec]:
         nullable = type(None) in args
         if nullable:
             (hint,) = [arg for arg in args if arg is not type(None)]
-        if field.default is not dataclasses.MISSING:
-            default, required = field.default, False
-        elif field.default_factory is not dataclasses.MISSING:
-            default, required = field.default_factory(), False
-        else:
-            default, required = None, True
+        # A field without a default must be written; the others keep theirs when left out.
+        required = (
+            field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        )
         origin = typing.get_origin(hint)
         section = None
         if field.name == "trainable":
@@ -96,17 +93,12 @@ def _spec_of(cls: type) -> dict[str, _FieldSpec]:
             kind = "text"
         else:
             raise TypeError(f"{cls.__name__}.{field.name}: no written form for {hint}")
-        specs[field.name] = _FieldSpec(kind, nullable, required, default, section)
+        specs[field.name] = _FieldSpec(kind, nullable, required, section)
     return specs
 
 
 def _is_mapping(origin: Any) -> bool:
     return isinstance(origin, type) and issubclass(origin, Mapping)
-
-
-def phase_fields() -> dict[str, _FieldSpec]:
-    """What a written phase may set: every field of :class:`Phase`."""
-    return _spec_of(Phase)
 
 
 @dataclasses.dataclass(frozen=True)
