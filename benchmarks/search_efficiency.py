@@ -1,61 +1,69 @@
-"""Search efficiency: epochs to the target, phasetune's search vs random search.
+"""Search efficiency: epochs to each target, phasetune's search against the searches a
+user would pick instead.
 
-Four searches over the quickstart's space (progressive vs single_phase on the synthetic
-signs), with the same trial budget and seed:
+The searches, over an experiment's space (``--experiment quickstart``: progressive vs
+single_phase on the synthetic signs; ``multitask``: joint vs sequential on the synthetic
+scenes), with the same data, seed and documented recipes:
 
-- ``phasetune``: what ``phasetune run`` does: the documents' baselines first, then
+- ``phasetune``: what ``phasetune run`` does: the documents' recipes first, then
   Optuna's TPE, with phasetune's early stopping (``--scheduler``: strategy_asha, as
-  the quickstart, or asha, or phase_asha);
-- ``tpe+strategy_asha``: the same without the baselines, so only sampler and scheduler
-  count;
-- ``random+fifo``: random search, every trial runs its whole plan (the obvious
-  alternative);
-- ``tpe+fifo``: TPE alone, every trial runs its whole plan.
+  the quickstart, or asha, or phase_asha); ``--trials`` trials;
+- the peers (``search_peers.py``), each with phasetune's epochs for the seed as its
+  budget: ``optuna-hyperband`` (Optuna alone: TPE, HyperbandPruner, the recipes
+  enqueued), ``tune-optuna-asha`` (Tune's OptunaSearch and ASHAScheduler, the recipes
+  as points_to_evaluate) and ``neps-priorband`` (NePS PriorBand, the recipes as its
+  priors). optuna-hyperband and neps-priorband run one trial at a time (in this
+  process, on every core), tune-optuna-asha as many as phasetune;
+- ``tpe+strategy_asha``: phasetune's search without the recipes; ``random+fifo``: random
+  search, every trial runs its whole plan; ``tpe+fifo``: TPE alone, every trial runs its
+  whole plan (``--variants all``: these and phasetune).
 
-TPE draws its first ``--startup-trials`` trials (``search.startup_trials``, default 10)
-from a random sampler with the same seed, so the three searches without baselines
-start from the same recipes; TPE models from then on.
+The quickstart's target is ``val/acc >= --target`` (default 0.75), and the further
+thresholds ``--harder`` (default 0.80, 0.84 and the quickstart's own 0.85) are measured
+from the same searches; the searches optimise ``target_score`` against the target. The
+multi-task example's thresholds are its targets, all at once and each alone.
 
-The target is ``val/acc >= --target`` (default 0.75), not the quickstart's ``nsl``
-0.85: at the halved epochs (``epoch_scale`` 0.5) the quickstart's best trials reach
-about 0.8, so 0.85 is mostly never reached and there would be nothing to compare. The
-searches optimise ``target_score`` against that threshold.
+Definitions, per search. Each epoch is placed on one clock, in the order it was trained:
+phasetune's from Tune's ``result.json`` (a trial's start, from its whole-second
+``timestamp`` minus ``time_total_s`` narrowed over all its reports, plus that epoch's
+``time_total_s``); a peer's from its own log of every epoch it trained, written as
+each ends (a peer's own accounting is not used: NePS counts fidelity, not epochs, and
+checks its budget only before an evaluation).
 
-The same searches are also measured against harder thresholds (``--harder``, default
-0.80 and 0.82 val/acc) from the same reports. Random search meets 0.75 within its
-first few trials (2 to 7 of 20 in three seeds), before TPE has modelled anything, so
-there only the baselines and the scheduler can differ; a threshold near the best
-that a budget finds is where the sampler has to earn its keep.
-
-Definitions, per search. Every epoch a trial reports is placed on one clock: the trial's
-start (from Tune's ``result.json``: its whole-second ``timestamp`` minus ``time_total_s``,
-narrowed over all of the trial's reports) plus that epoch's ``time_total_s``.
-
-- *epochs to target*: the number of epochs reported by all trials, in that order, up to
-  and including the first epoch whose ``val/acc`` meets the target; concurrent trials'
-  epochs count as spent. "not reached" when no epoch meets it (then *epochs* is the
-  budget spent).
-- *wall to target*: from the first trial's start to that epoch's report.
-- *best score*, *best acc*: the top-ranked trial's final ``target_score`` and ``val/acc``.
+- *epochs to target*: every epoch trained, by all trials, in that order, up to and
+  including the first that meets the threshold; concurrent trials' epochs count as
+  spent, and so do a peer's epochs that retrain a configuration. "not reached" when no
+  epoch meets it (then *epochs* is the budget spent).
+- *wall to target*: from the first trial's start to that epoch.
+- *best score*, *best acc*: the top-ranked trial's final ``target_score`` and ``val/acc``
+  (a peer's trials ranked as phasetune ranks, by their last epoch).
 - *epochs*, *wall s*: all epochs the search ran; the search's wall time (data and the
   pretrained backbone are prepared before the clock starts).
-- *vs random*: epochs to target over random search's with the same seed; ``<=`` when
-  random search did not reach it (its budget is used), ``>=`` when this one did not. The
-  summary gives the geometric mean over seeds where both reached it and, where no seed is
-  ``>=``, an upper bound over every seed where this search reached it (*at most, all
-  seeds*: random search's epochs to a threshold it never met exceed its budget). The
-  goal is <= 0.5x; the bound decides where there is one.
+- *vs random* (where random search ran): epochs to target over random search's with the
+  same seed; ``<=`` when random search did not reach it (its budget is used), ``>=``
+  when this one did not. The summary gives the geometric mean over seeds where both
+  reached it and an upper bound over every seed where this search reached it.
+- *phasetune against each peer*: phasetune's epochs to each threshold over the peer's,
+  per seed and as the geometric mean where both met it (``<=``: only phasetune met it,
+  bounded by the peer's budget). The goal: no more epochs than any peer at every
+  threshold where both meet it, and a best recipe at least as good.
 
-By default only phasetune and random search run, one seed (7.5 minutes here);
-``--variants all`` adds TPE with early stopping and TPE alone.
+By default phasetune and every peer whose package imports run, one seed, 50 trials
+(about 30 minutes here). The table over 5 seeds, seed by seed so that each run's
+numbers are kept, then printed together:
 
-    python benchmarks/search_efficiency.py                 # 12 trials, seed 0, epoch_scale 0.5
-    python benchmarks/search_efficiency.py --variants all --seeds 2
-    python benchmarks/search_efficiency.py --scheduler phase_asha --trials 30 --seeds 5
-    python benchmarks/search_efficiency.py --startup-trials 4
-    python benchmarks/search_efficiency.py --harder 0.8 0.82 0.84
-    python benchmarks/search_efficiency.py --trials 50 --seeds 2 --first-seed 1
-    python benchmarks/search_efficiency.py --variants random+fifo --json random.json
+    python benchmarks/search_efficiency.py                          # seed 0, 50 trials
+    for seed in 0 1 2 3 4; do python benchmarks/search_efficiency.py --first-seed $seed \
+        --json s$seed.json; done
+    python benchmarks/search_efficiency.py --combine s0.json s1.json s2.json s3.json s4.json
+    python benchmarks/search_efficiency.py --experiment multitask --trials 20 --seeds 5
+    python benchmarks/search_efficiency.py --variants all --trials 12 --seeds 2
+    python benchmarks/search_efficiency.py --variants phasetune --random-from \
+        benchmarks/results/random_search_50_trials_seeds_0-3.json --seeds 4
+
+NePS installs beside torchvision, not in an environment with the CPU-only torch
+(docs/benchmarks.md): ``pip install -c pins.txt -c constraints-torchvision.txt -e
+".[torchvision,peers]"``.
 """
 
 from __future__ import annotations
@@ -63,12 +71,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from search_peers import PEERS, EpochLog, missing_package, target_metrics
 
 from search.config import ExperimentConfig, SearchConfig, load_experiment
 from search.experiment import run_search
@@ -110,9 +121,9 @@ def _config(
     return ExperimentConfig.model_validate(raw)
 
 
-def _reports(experiment_dir: Path) -> list[tuple[float, int, float]]:
+def _reports(experiment_dir: Path) -> list[tuple[float, int, dict[str, Any]]]:
     """Every reported epoch as (seconds since the first trial started, trial's start
-    order from 1, its ``val/acc``), in report order."""
+    order from 1, its metrics), in report order."""
     trials = []
     for result_file in sorted((experiment_dir / "tune").glob("*/result.json")):
         results = [json.loads(line) for line in result_file.read_text().splitlines() if line]
@@ -126,16 +137,24 @@ def _reports(experiment_dir: Path) -> list[tuple[float, int, float]]:
     trials.sort(key=lambda trial: trial[0])
     first = trials[0][0] if trials else 0.0
     reports = [
-        (start + r["time_total_s"] - first, order, r.get("val/acc", -math.inf))
+        (start + r["time_total_s"] - first, order, r)
         for order, (start, results) in enumerate(trials, start=1)
         for r in results
     ]
-    return sorted(reports)
+    return sorted(reports, key=lambda report: report[:2])
 
 
-def _to_target(reports: list[tuple[float, int, float]], threshold: float) -> dict[str, Any]:
-    for spent, (at, order, acc) in enumerate(reports, start=1):
-        if acc >= threshold:
+def _met(metrics: Mapping[str, Any], threshold: Mapping[str, float]) -> bool:
+    return all(metrics.get(name, -math.inf) >= value for name, value in threshold.items())
+
+
+def _to_target(
+    reports: list[tuple[float, int, Mapping[str, Any]]], threshold: Mapping[str, float]
+) -> dict[str, Any]:
+    """Epochs up to and including the first that meets every bound of ``threshold``
+    (metric -> value), its time and trial."""
+    for spent, (at, order, metrics) in enumerate(reports, start=1):
+        if _met(metrics, threshold):
             return {"epochs_to_target": spent, "wall_to_target_s": at, "hit_trial": order}
     return {"epochs_to_target": None, "wall_to_target_s": None, "hit_trial": None}
 
@@ -191,15 +210,26 @@ def _geo_mean_vs_random(hits: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _summary(rows: list[dict[str, Any]], variant: str) -> dict[str, Any]:
     mine = [row for row in rows if row["variant"] == variant]
+    compared = all("vs_random_bound" in row for row in mine)
+
+    def over(hits: list[dict[str, Any]]) -> dict[str, Any]:
+        if compared:
+            return _geo_mean_vs_random(hits)
+        reached = [hit["epochs_to_target"] for hit in hits if hit["epochs_to_target"] is not None]
+        return {
+            "reached": len(reached),
+            "median_epochs_to_target": statistics.median(reached) if reached else None,
+        }
+
     return {
         "seeds": len(mine),
-        **_geo_mean_vs_random(mine),
+        **over(mine),
         "mean_best_target_score": statistics.fmean(r["best_target_score"] for r in mine),
         "mean_epochs": statistics.fmean(r["epochs"] for r in mine),
         "mean_wall_s": statistics.fmean(r["wall_s"] for r in mine),
         # Each further threshold, from the same searches.
         "harder": {
-            threshold: _geo_mean_vs_random([row["harder"][threshold] for row in mine])
+            threshold: over([row["harder"][threshold] for row in mine])
             for threshold in (mine[0]["harder"] if mine else {})
         },
     }
@@ -261,11 +291,78 @@ def random_rows_from(
     }
 
 
+#: The experiments the searches can run: the quickstart (one task, val/acc thresholds)
+#: and the multi-task example (joint vs sequential, the multi-task targets).
+EXPERIMENTS = {
+    "quickstart": None,
+    "multitask": Path(__file__).resolve().parents[1] / "examples" / "multitask.yaml",
+}
+
+
+def _thresholds(
+    config: ExperimentConfig,
+    experiment: str,
+    target: float,
+    harder: tuple[float, ...],
+    scores: tuple[float, ...] = (),
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """The main threshold and the further ones, each as metric -> value. The quickstart:
+    val/acc at ``target`` and each of ``harder``. The multi-task example: all of its
+    targets at once, and each target alone. Then ``target_score`` at each of ``scores``
+    (the multi-task example's first recipe meets all its targets already)."""
+    by_score = {f"target_score {s:g}": {"target_score": s} for s in scores}
+    if experiment == "quickstart":
+        return {"val/acc": target}, {str(t): {"val/acc": t} for t in harder} | by_score
+    targets = config.target_list()
+    return {t.metric: t.threshold for t in targets}, {
+        f"{t.metric} {t.threshold:g}": {t.metric: t.threshold} for t in targets
+    } | by_score
+
+
+def _row(
+    seed: int,
+    variant: str,
+    reports: list[tuple[float, int, Mapping[str, Any]]],
+    thresholds: tuple[dict[str, float], dict[str, dict[str, float]]],
+    best: Mapping[str, Any],
+    best_point: Any,
+    trials: int,
+    wall_s: float,
+    target_metric_names: tuple[str, ...],
+) -> dict[str, Any]:
+    main, harder = thresholds
+    return {
+        "seed": seed,
+        "variant": variant,
+        **_to_target(reports, main),
+        "harder": {label: _to_target(reports, bounds) for label, bounds in harder.items()},
+        "best_target_score": float(best.get("target_score", -math.inf)),
+        "best_val_acc": float(best.get("val/acc", math.nan)),
+        "best_metrics": {name: best.get(name) for name in target_metric_names},
+        "best_recipe": best_point,
+        "trials": trials,
+        "epochs": len(reports),
+        "wall_s": wall_s,
+        # Every epoch in the order it was trained: the trial's start order, its
+        # target_score and the targets' metrics, so that other thresholds can be
+        # measured from a kept run.
+        "trace": [
+            [order, _rounded(m.get("target_score"))]
+            + [_rounded(m.get(name)) for name in target_metric_names]
+            for _, order, m in reports
+        ],
+    }
+
+
+def _rounded(value: Any) -> float | None:
+    return None if value is None else round(float(value), 5)
+
+
 def run(
     trials: int,
     seeds: int,
-    epoch_scale: float,
-    samples: int,
+    epoch_scale: float | None,
+    samples: int | None,
     target: float,
     scheduler: str = "strategy_asha",
     tiny: bool = False,
@@ -275,21 +372,31 @@ def run(
     first_seed: int = 0,
     early_stopping: dict[str, float] | None = None,
     random_from: Path | None = None,
+    experiment: str = "quickstart",
+    harder_scores: tuple[float, ...] = (),
 ) -> dict[str, Any]:
-    """Run random search and ``variants`` (None: all three others) for seeds
-    ``first_seed .. first_seed+seeds-1``; epochs to ``target`` and, from the same
-    searches, to each of the ``harder`` thresholds.
+    """Run ``variants`` (None: phasetune's search and the three other Ray searches) for
+    seeds ``first_seed .. first_seed+seeds-1``; epochs to ``target`` and, from the same
+    searches, to each of the ``harder`` thresholds (the multi-task example: to all its
+    targets, and to each).
 
-    ``early_stopping`` overrides the scheduler's settings (``grace_period``,
-    ``grace_fraction``, ``reduction_factor``); ``random_from`` takes random search's
-    rows from an earlier run's ``--json`` instead of running it again.
+    A peer (``search_peers.PEERS``) gets phasetune's epochs for the seed as its budget,
+    so phasetune's search runs first. ``epoch_scale`` and ``samples`` None keep the
+    experiment's own. ``early_stopping`` overrides the scheduler's settings
+    (``grace_period``, ``grace_fraction``, ``reduction_factor``); ``random_from`` takes
+    random search's rows from an earlier run's ``--json`` instead of running it again.
 
     Returns:
         ``settings``, ``rows``: one per seed and variant; ``summary``: per variant,
-        over the seeds.
+        over the seeds; ``peers``: phasetune against each peer, per threshold.
     """
+    base_config = load_experiment(EXPERIMENTS[experiment])
+    epoch_scale = base_config.search.epoch_scale if epoch_scale is None else epoch_scale
+    samples = base_config.dataset.num_samples if samples is None else samples
     settings = {
         **_comparable(trials, epoch_scale, samples, target, tiny),
+        "experiment": experiment,
+        "harder_scores": list(harder_scores),
         "startup_trials": startup_trials,
         "scheduler": scheduler,
         **(early_stopping or {}),
@@ -298,7 +405,7 @@ def run(
     earlier_random = (
         random_rows_from(random_from, settings, seed_range, harder) if random_from else {}
     )
-    base = load_experiment(None).model_dump()
+    base = base_config.model_dump()
     base["search"].update(
         num_samples=trials,
         epoch_scale=epoch_scale,
@@ -306,78 +413,201 @@ def run(
         **(early_stopping or {}),
     )
     base["dataset"]["num_samples"] = samples
-    base["targets"] = [
-        {
-            "metric": "val/acc",
-            "threshold": target,
-            "source": "search-efficiency benchmark threshold (nsl's 0.85 is out of reach"
-            " at this budget)",
-            "assumed": True,
-        }
-    ]
+    if experiment == "quickstart":
+        base["targets"] = [
+            {
+                "metric": "val/acc",
+                "threshold": target,
+                "source": "search-efficiency benchmark threshold (nsl's 0.85 is out of reach"
+                " at this budget)",
+                "assumed": True,
+            }
+        ]
     if tiny:  # for the smoke test: tiny data and model, seconds per search
-        base["dataset"].update(num_samples=360, image_size=16, num_classes=6)
+        base["dataset"].update(num_samples=360 if experiment == "quickstart" else 120)
+        base["dataset"].update(image_size=16, num_classes=6)
         base["model"].update(width=4, pretrain={"num_samples": 400, "epochs": 1})
-    chosen = {
-        name: variant
-        for name, variant in _variants(scheduler).items()
-        if name == RANDOM or variants is None or name in variants
-    }
+    searches = _variants(scheduler)
+    wanted = tuple(searches) if variants is None else variants
+    chosen = {name: searches[name] for name in searches if name in wanted}
+    if earlier_random:
+        chosen.setdefault(RANDOM, searches[RANDOM])
+    peers = [name for name in PEERS if name in wanted]
+    if peers and PHASETUNE not in chosen:
+        raise ValueError(f"{peers[0]} spends phasetune's epochs; run {PHASETUNE} too")
+    probe = ExperimentConfig.model_validate(base)
+    thresholds = _thresholds(probe, experiment, target, harder, harder_scores)
+    metric_names = tuple(t.metric for t in probe.target_list())
     rows = []
     with tempfile.TemporaryDirectory(prefix="phasetune-bench-") as root, ray_running():
         for seed in seed_range:
             names = [name for name in chosen if not (name == RANDOM and earlier_random)]
             # Later searches in one Ray session find its workers warm; rotating the
-            # order spreads that over the variants.
+            # order spreads that over the variants. Peers need phasetune's epochs first.
             names = names[seed % len(names) :] + names[: seed % len(names)]
+            if peers:
+                names.sort(key=lambda name: name != PHASETUNE)
             by_variant = {}
             for name in names:
                 config = _config(
                     base, f"{name.replace('+', '_')}-s{seed}", chosen[name], seed, root
                 )
-                # Made (and cached) before the search's clock starts, so the first
-                # search of a seed is not charged for them.
-                context = config.plan_context()
-                load_dataset(context.data)
-                if context.model.pretrained is not None:
-                    ensure_pretrained(context.model)
+                _prepare(config)
                 outcome = run_search(config)
-                reports = _reports(outcome.experiment_dir)
-                best = outcome.ranked[0]
-                by_variant[name] = {
-                    "seed": seed,
-                    "variant": name,
-                    **_to_target(reports, target),
-                    "harder": {str(t): _to_target(reports, t) for t in harder},
-                    "best_target_score": best.target_score,
-                    "best_val_acc": best.record.metrics.get("val/acc", math.nan),
-                    "epochs": len(reports),
-                    "wall_s": outcome.wall_seconds,
-                }
+                best = outcome.ranked[0].record
+                by_variant[name] = _row(
+                    seed,
+                    name,
+                    _reports(outcome.experiment_dir),
+                    thresholds,
+                    {**best.metrics, "target_score": outcome.ranked[0].target_score},
+                    {"strategy": best.strategy, best.strategy: dict(best.params)},
+                    len(outcome.ranked),
+                    outcome.wall_seconds,
+                    metric_names,
+                )
+            for peer in peers:
+                config = _config(base, f"{peer}-s{seed}", searches[PHASETUNE], seed, root)
+                _prepare(config)
+                log = EpochLog(
+                    Path(root) / f"{peer}-s{seed}.jsonl",
+                    by_variant[PHASETUNE]["epochs"],
+                    target_metrics(config),
+                )
+                directory = Path(root) / f"{peer}-s{seed}"
+                directory.mkdir()
+                outcome = PEERS[peer][0](config, log, directory, os.cpu_count() or 1)
+                by_variant[peer] = _row(
+                    seed,
+                    peer,
+                    log.epochs(),
+                    thresholds,
+                    outcome.best,
+                    outcome.best.get("point"),
+                    outcome.trials,
+                    outcome.wall_seconds,
+                    metric_names,
+                )
             if earlier_random:
                 by_variant[RANDOM] = earlier_random[seed]
-            random = by_variant[RANDOM]
-            for name in chosen:
+            random = by_variant.get(RANDOM)
+            for name in [*chosen, *peers]:
                 row = by_variant[name]
-                for mine, theirs in [(row, random)] + [
-                    (row["harder"][t], random["harder"][t]) for t in row["harder"]
-                ]:
-                    mine["vs_random_bound"], mine["vs_random"] = _ratio(
-                        mine, theirs, row["epochs"], random["epochs"]
-                    )
+                if random is not None:
+                    for mine, theirs in [(row, random)] + [
+                        (row["harder"][t], random["harder"][t]) for t in row["harder"]
+                    ]:
+                        mine["vs_random_bound"], mine["vs_random"] = _ratio(
+                            mine, theirs, row["epochs"], random["epochs"]
+                        )
                 rows.append(row)
     return {
         "settings": settings,
         "random_from": str(random_from) if random_from else None,
         "target": target,
+        "thresholds": {"main": thresholds[0], "harder": thresholds[1]},
         "phasetune": PHASETUNE,
         "rows": rows,
-        "summary": {name: _summary(rows, name) for name in chosen},
+        "summary": {name: _summary(rows, name) for name in [*chosen, *peers]},
+        "peers": {peer: _against_peer(rows, peer) for peer in peers},
     }
 
 
+def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several runs' ``--json`` of other seeds with the same settings
+    (a long table run seed by seed): their rows, summarised again.
+
+    Raises:
+        ValueError: one line naming what differs.
+    """
+    first = results[0]
+    for other in results[1:]:
+        if other["settings"] != first["settings"]:
+            differ = sorted(
+                key
+                for key in {*first["settings"], *other["settings"]}
+                if first["settings"].get(key) != other["settings"].get(key)
+            )
+            raise ValueError(
+                f"--combine: the runs differ in {', '.join(differ)}; combine like runs"
+            )
+    rows = [row for result in results for row in result["rows"]]
+    seen = set()
+    for row in rows:
+        if (row["seed"], row["variant"]) in seen:
+            raise ValueError(f"--combine: seed {row['seed']} of {row['variant']} is in two runs")
+        seen.add((row["seed"], row["variant"]))
+    variants = list(dict.fromkeys(row["variant"] for row in rows))
+    peers = [name for name in variants if name in PEERS]
+    return {
+        **first,
+        "rows": sorted(rows, key=lambda row: row["seed"]),
+        "summary": {name: _summary(rows, name) for name in variants},
+        "peers": {peer: _against_peer(rows, peer) for peer in peers},
+    }
+
+
+def _prepare(config: ExperimentConfig) -> None:
+    """Make (and cache) the data and the pretrained backbone before a search's clock
+    starts, so the first search of a seed is not charged for them."""
+    context = config.plan_context()
+    load_dataset(context.data)
+    if context.model.pretrained is not None:
+        ensure_pretrained(context.model)
+
+
+def _against_peer(rows: list[dict[str, Any]], peer: str) -> dict[str, Any]:
+    """Epochs to each threshold, phasetune's over ``peer``'s, per seed and as the
+    geometric mean where both met it (``vs_random``'s arithmetic, with the peer in
+    random search's place: ``<=`` where only phasetune met it, bounded by the peer's
+    budget), and both searches' best recipes."""
+    mine = {row["seed"]: row for row in rows if row["variant"] == PHASETUNE}
+    theirs = {row["seed"]: row for row in rows if row["variant"] == peer}
+    seeds = sorted(set(mine) & set(theirs))
+
+    def hits(label: str | None) -> list[dict[str, Any]]:
+        out = []
+        for seed in seeds:
+            a = mine[seed] if label is None else mine[seed]["harder"][label]
+            b = theirs[seed] if label is None else theirs[seed]["harder"][label]
+            bound, ratio = _ratio(a, b, mine[seed]["epochs"], theirs[seed]["epochs"])
+            out.append({**a, "vs_random_bound": bound, "vs_random": ratio})
+        return out
+
+    labels = list(mine[seeds[0]]["harder"]) if seeds else []
+    return {
+        "seeds": seeds,
+        "main": _geo_mean_vs_random(hits(None)) | {"per_seed": _per_seed(hits(None))},
+        "harder": {
+            label: _geo_mean_vs_random(hits(label)) | {"per_seed": _per_seed(hits(label))}
+            for label in labels
+        },
+        "peer_reached": {
+            "main": sum(theirs[s]["epochs_to_target"] is not None for s in seeds),
+            **{
+                label: sum(
+                    theirs[s]["harder"][label]["epochs_to_target"] is not None for s in seeds
+                )
+                for label in labels
+            },
+        },
+        "mean_best_target_score": statistics.fmean(mine[s]["best_target_score"] for s in seeds)
+        if seeds
+        else None,
+        "peer_mean_best_target_score": statistics.fmean(
+            theirs[s]["best_target_score"] for s in seeds
+        )
+        if seeds
+        else None,
+    }
+
+
+def _per_seed(hits: list[dict[str, Any]]) -> list[str]:
+    return [_shown(hit) for hit in hits]
+
+
 def _shown(hit: dict[str, Any]) -> str:
-    bound, ratio = hit["vs_random_bound"], hit["vs_random"]
+    bound, ratio = hit.get("vs_random_bound"), hit.get("vs_random")
     return "-" if ratio is None else f"{'' if bound == '=' else bound}{ratio:.2f}x"
 
 
@@ -390,12 +620,12 @@ def _seeds(count: int) -> str:
 
 
 def _geo_shown(hits: dict[str, Any]) -> str:
-    ratio = hits["vs_random"]
+    ratio = hits.get("vs_random")
     return "-" if ratio is None else f"{ratio:.2f}x ({_seeds(hits['vs_random_seeds'])})"
 
 
 def _at_most_shown(hits: dict[str, Any]) -> str:
-    bound = hits["vs_random_at_most"]
+    bound = hits.get("vs_random_at_most")
     return "-" if bound is None else f"<={bound:.2f}x ({_seeds(hits['vs_random_at_most_seeds'])})"
 
 
@@ -427,36 +657,59 @@ def verdict(hits: dict[str, Any]) -> str:
     return f"{'; '.join(parts)}: {'met' if met else 'not met'}"
 
 
+def peer_verdict(label: str, against: dict[str, dict[str, Any]]) -> str:
+    """The peer goal at one threshold: phasetune needs no more epochs than any peer,
+    over the seeds where both met it (``label`` None: the main threshold)."""
+    parts, met = [], True
+    for peer, comparison in against.items():
+        hits = comparison["main"] if label is None else comparison["harder"][label]
+        ratio = hits["vs_random"]
+        if ratio is None:
+            parts.append(f"{peer} -")
+            continue
+        parts.append(f"{peer} {ratio:.2f}x ({_seeds(hits['vs_random_seeds'])})")
+        met = met and ratio <= 1.0
+    undecided = all(part.endswith(" -") for part in parts)
+    outcome = "undetermined" if undecided else "met" if met else "not met"
+    return f"{', '.join(parts)}: {outcome}"
+
+
+def _bounds(threshold: Mapping[str, float]) -> str:
+    return " and ".join(f"{name} >= {value:g}" for name, value in threshold.items())
+
+
 def _print(result: dict[str, Any], trials: int, epoch_scale: float) -> None:
+    main = result.get("thresholds", {}).get("main", {"val/acc": result["target"]})
+    compared = any(row.get("vs_random_bound") for row in result["rows"])
     print(
-        f"target: val/acc >= {result['target']:g} (nsl's 0.85 is seldom reached at this budget);"
-        f" {trials} trials per search, epoch_scale {epoch_scale:g}; only phasetune runs the"
-        " documents' baselines first"
+        f"target: {_bounds(main)}; {trials} trials per phasetune search, epoch_scale"
+        f" {epoch_scale:g}; phasetune and the peers run the documents' recipes first; a"
+        " peer's budget is phasetune's epochs for the seed; optuna-hyperband and"
+        " neps-priorband run one trial at a time"
     )
     print(
-        f"{'seed':>4} {'variant':<16} {'epochs to target':>16} {'wall to target':>14}"
-        f" {'trial':>5} {'best score':>10} {'best acc':>8} {'epochs':>6} {'wall s':>6}"
-        f" {'vs random':>9}"
+        f"{'seed':>4} {'variant':<18} {'epochs to target':>16} {'wall to target':>14}"
+        f" {'trial':>5} {'best score':>10} {'best acc':>8} {'trials':>6} {'epochs':>6}"
+        f" {'wall s':>6} {'vs random':>9}"
     )
     for row in result["rows"]:
-        shown = _shown(row)
         print(
-            f"{row['seed']:>4} {row['variant']:<16} {_num(row['epochs_to_target'], 'd'):>16}"
+            f"{row['seed']:>4} {row['variant']:<18} {_num(row['epochs_to_target'], 'd'):>16}"
             f" {_num(row['wall_to_target_s'], '.0f'):>14} {row['hit_trial'] or '-':>5}"
             f" {row['best_target_score']:>10.4f} {row['best_val_acc']:>8.4f}"
-            f" {row['epochs']:>6} {row['wall_s']:>6.0f} {shown:>9}"
+            f" {row.get('trials', '-'):>6} {row['epochs']:>6} {row['wall_s']:>6.0f}"
+            f" {_shown(row):>9}"
         )
     print()
     print(
-        f"{'variant':<16} {'reached':>7} {'median epochs to target':>23}"
-        f" {'median wall to target':>21} {'mean best score':>15} {'mean epochs':>11}"
-        f" {'mean wall s':>11} {'vs random (geo mean)':>20} {'at most, all seeds':>18}"
+        f"{'variant':<18} {'reached':>7} {'median epochs to target':>23}"
+        f" {'mean best score':>15} {'mean epochs':>11} {'mean wall s':>11}"
+        f" {'vs random (geo mean)':>20} {'at most, all seeds':>18}"
     )
     for name, summary in result["summary"].items():
         print(
-            f"{name:<16} {summary['reached']:>3}/{summary['seeds']:<3}"
+            f"{name:<18} {summary['reached']:>3}/{summary['seeds']:<3}"
             f" {_num(summary['median_epochs_to_target'], '.0f'):>23}"
-            f" {_num(summary['median_wall_to_target_s'], '.0f'):>21}"
             f" {summary['mean_best_target_score']:>15.4f} {summary['mean_epochs']:>11.1f}"
             f" {summary['mean_wall_s']:>11.0f} {_geo_shown(summary):>20}"
             f" {_at_most_shown(summary):>18}"
@@ -464,11 +717,10 @@ def _print(result: dict[str, Any], trials: int, epoch_scale: float) -> None:
     harder = next(iter(result["summary"].values()))["harder"]
     if harder:
         print()
-        print("the same searches, epochs to a harder val/acc threshold:")
+        print("the same searches, epochs to each further threshold:")
         print(
-            f"{'threshold':>9} {'variant':<16} {'reached':>7} {'median epochs':>13}"
+            f"{'threshold':>22} {'variant':<18} {'reached':>7} {'median epochs':>13}"
             f" {'per seed vs random':>30} {'vs random (geo mean)':>20}"
-            f" {'at most, all seeds':>18}"
         )
         for threshold in harder:
             for name, summary in result["summary"].items():
@@ -479,24 +731,72 @@ def _print(result: dict[str, Any], trials: int, epoch_scale: float) -> None:
                     if row["variant"] == name
                 )
                 print(
-                    f"{threshold:>9} {name:<16} {hits['reached']:>3}/{summary['seeds']:<3}"
+                    f"{threshold:>22} {name:<18} {hits['reached']:>3}/{summary['seeds']:<3}"
                     f" {_num(hits['median_epochs_to_target'], '.0f'):>13} {per_seed:>30}"
-                    f" {_geo_shown(hits):>20} {_at_most_shown(hits):>18}"
+                    f" {_geo_shown(hits):>20}"
                 )
+    against = result.get("peers") or {}
+    if against:
+        _print_peers(result, against)
+    if not compared:
+        return
     print()
-    for threshold, key in [(result["target"], None)] + [(float(t), t) for t in harder]:
+    for label, key in [(_bounds(main), None)] + [(t, t) for t in harder]:
         for name in [n for n in result["summary"] if n != RANDOM]:
             summary = result["summary"][name]
             hits = summary if key is None else summary["harder"][key]
+            if "vs_random" in hits:
+                print(
+                    f"goal, {name}: {label} at <= {GOAL}x random search's epochs: {verdict(hits)}"
+                )
+
+
+def _print_peers(result: dict[str, Any], against: dict[str, dict[str, Any]]) -> None:
+    """phasetune against each peer: epochs to each threshold (phasetune's over the
+    peer's), best recipes, and the goal per threshold."""
+    print()
+    print("phasetune against each peer: epochs to each threshold, phasetune's over the peer's")
+    print(
+        f"{'threshold':>22} {'peer':<18} {'met: phasetune/peer':>19} {'per seed':>40}"
+        f" {'geo mean (both met)':>20}"
+    )
+    labels = [None, *next(iter(against.values()))["harder"]]
+    for label in labels:
+        for peer, comparison in against.items():
+            hits = comparison["main"] if label is None else comparison["harder"][label]
+            reached = comparison["peer_reached"]["main" if label is None else label]
             print(
-                f"goal, {name}: val/acc >= {threshold:g} at <= {GOAL}x random search's"
-                f" epochs: {verdict(hits)}"
+                f"{label or 'target':>22} {peer:<18}"
+                f" {hits['reached']:>9}/{reached:<9} {' '.join(hits['per_seed']):>40}"
+                f" {_geo_shown(hits):>20}"
             )
+    print()
+    for peer, comparison in against.items():
+        print(
+            f"best recipe, mean target_score over {_seeds(len(comparison['seeds']))}:"
+            f" phasetune {comparison['mean_best_target_score']:.4f}, {peer}"
+            f" {comparison['peer_mean_best_target_score']:.4f}"
+        )
+    print()
+    for label in labels:
+        print(
+            f"goal, {label or 'target'}: phasetune's epochs <= every peer's where both met it:"
+            f" {peer_verdict(label, against)}"
+        )
+    recipe_ok = all(
+        c["mean_best_target_score"] >= c["peer_mean_best_target_score"] for c in against.values()
+    )
+    print(
+        "goal, best recipe: phasetune's mean best target_score >= every peer's:"
+        f" {'met' if recipe_ok else 'not met'}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=12, help="trials per search")
+    parser.add_argument(
+        "--trials", type=int, default=30, help="trials of phasetune's search (and the Ray searches)"
+    )
     parser.add_argument("--seeds", type=int, default=1, help="how many seeds")
     parser.add_argument(
         "--first-seed",
@@ -504,15 +804,31 @@ def main() -> None:
         default=0,
         help="the first seed (so a long run can add seeds to an earlier one's)",
     )
-    parser.add_argument("--epoch-scale", type=float, default=0.5)
-    parser.add_argument("--samples", type=int, default=2400, help="data set size")
+    parser.add_argument(
+        "--experiment",
+        choices=tuple(EXPERIMENTS),
+        default="quickstart",
+        help="quickstart: val/acc thresholds; multitask: joint vs sequential, its targets",
+    )
+    parser.add_argument(
+        "--epoch-scale", type=float, help="default: the experiment's own (both 0.5 and 0.1)"
+    )
+    parser.add_argument("--samples", type=int, help="data set size (default: the experiment's)")
     parser.add_argument("--target", type=float, default=0.75, help="val/acc threshold")
     parser.add_argument(
         "--harder",
         type=float,
         nargs="*",
-        default=[0.8, 0.82],
+        default=[0.8, 0.84, 0.85],
         help="further val/acc thresholds measured from the same searches",
+    )
+    parser.add_argument(
+        "--harder-score",
+        type=float,
+        nargs="*",
+        help="target_score thresholds measured from the same searches (default: none for"
+        " the quickstart; 1.16, 1.18 and 1.2 for the multi-task example, whose first"
+        " recipe meets every target)",
     )
     parser.add_argument(
         "--scheduler",
@@ -526,7 +842,6 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         nargs="+",
-        default=[PHASETUNE],
         choices=(
             PHASETUNE,
             "tpe+asha",
@@ -534,10 +849,12 @@ def main() -> None:
             "tpe+phase_asha",
             "tpe+fifo",
             RANDOM,
+            *PEERS,
             "all",
         ),
-        help="searches to run besides random search, which always runs (the ratios need"
-        f" it); {RANDOM} alone: only random search, for a later --random-from; all: every one",
+        help=f"searches to run (default: {PHASETUNE} and each peer whose package imports);"
+        f" a peer spends {PHASETUNE}'s epochs, so it needs {PHASETUNE}; {RANDOM} alone: only"
+        " random search, for a later --random-from; all: the four Ray searches",
     )
     parser.add_argument(
         "--grace-period",
@@ -559,9 +876,41 @@ def main() -> None:
         " epoch scale, data size and target (saves running it again)",
     )
     parser.add_argument("--tiny", action="store_true", help="smallest size (smoke test)")
+    parser.add_argument(
+        "--combine",
+        type=Path,
+        nargs="+",
+        help="run nothing: print the table of earlier runs' --json (other seeds, same"
+        " settings) together",
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
-    unknown = set(args.variants) - set(_variants(args.scheduler)) - {"all"}
+    if args.combine:
+        try:
+            result = combine([json.loads(path.read_text()) for path in args.combine])
+        except (OSError, ValueError, KeyError) as error:
+            parser.error(f"--combine: {error}" if "--combine" not in str(error) else str(error))
+        _print(result, result["settings"]["trials"], result["settings"]["epoch_scale"])
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
+        return
+    if args.variants is None:
+        args.variants = [PHASETUNE]
+        for peer in PEERS:
+            missing = missing_package(peer)
+            if missing:
+                print(f"skipped {missing}")
+            else:
+                args.variants.append(peer)
+    for peer in set(args.variants) & set(PEERS):
+        missing = missing_package(peer)
+        if missing:
+            parser.error(missing)
+        if PHASETUNE not in args.variants and "all" not in args.variants:
+            parser.error(f"--variants {peer} spends {PHASETUNE}'s epochs; add {PHASETUNE}")
+    if args.random_from and args.experiment != "quickstart":
+        parser.error("--random-from: the committed random searches are the quickstart's")
+    unknown = set(args.variants) - set(_variants(args.scheduler)) - set(PEERS) - {"all"}
     if unknown:
         parser.error(
             f"--variants {' '.join(sorted(unknown))} does not run with --scheduler"
@@ -607,13 +956,23 @@ def main() -> None:
         args.scheduler,
         args.tiny,
         args.startup_trials,
-        None if "all" in args.variants else tuple(args.variants),
+        tuple(_variants(args.scheduler)) + tuple(v for v in args.variants if v in PEERS)
+        if "all" in args.variants
+        else tuple(args.variants),
         tuple(args.harder),
         args.first_seed,
         early_stopping or None,
         args.random_from,
+        args.experiment,
+        tuple(
+            args.harder_score
+            if args.harder_score is not None
+            else (1.16, 1.18, 1.2)
+            if args.experiment == "multitask"
+            else ()
+        ),
     )
-    _print(result, args.trials, args.epoch_scale)
+    _print(result, args.trials, result["settings"]["epoch_scale"])
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

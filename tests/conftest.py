@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -52,17 +53,29 @@ def write_best(path, plan) -> None:
 #: marked ``torchvision`` then fails instead of skipping, so a broken install cannot
 #: pass as a row of skips.
 REQUIRE_TORCHVISION = "PHASETUNE_REQUIRE_TORCHVISION"
+#: The same for a test marked ``peers``: the searches benchmarks/search_peers.py compares
+#: phasetune's with (NePS), installed in that environment too.
+REQUIRE_PEERS = "PHASETUNE_REQUIRE_PEERS"
+
+#: Marker -> (the module a test so marked needs, the variable that makes its skip fail).
+OPTIONAL = {
+    "torchvision": ("torchvision.models", REQUIRE_TORCHVISION),
+    "peers": ("neps", REQUIRE_PEERS),
+}
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """A test marked ``torchvision`` skips where torchvision does not import."""
-    if item.get_closest_marker("torchvision") is None:
-        return
-    try:
-        import torchvision.models  # noqa: F401
-    except Exception as error:  # a torchvision built for another torch raises RuntimeError
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        pytest.skip(f"torchvision does not import here ({type(error).__name__}: {first_line})")
+    """A test marked ``torchvision`` (``peers``) skips where torchvision (NePS) does not
+    import."""
+    for marker, (module, _) in OPTIONAL.items():
+        if item.get_closest_marker(marker) is None:
+            continue
+        try:
+            importlib.import_module(module)
+        except Exception as error:  # a torchvision built for another torch raises RuntimeError
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            name = module.split(".")[0]
+            pytest.skip(f"{name} does not import here ({type(error).__name__}: {first_line})")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -75,17 +88,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
-    """With ``PHASETUNE_REQUIRE_TORCHVISION=1``, a ``torchvision`` test that skips fails."""
+    """With ``PHASETUNE_REQUIRE_TORCHVISION=1`` (``PHASETUNE_REQUIRE_PEERS=1``), a
+    ``torchvision`` (``peers``) test that skips fails."""
     report = yield
-    if (
-        report.skipped
-        and not hasattr(report, "wasxfail")
-        and os.environ.get(REQUIRE_TORCHVISION) == "1"
-        and item.get_closest_marker("torchvision") is not None
-    ):
+    required = [
+        variable
+        for marker, (_, variable) in OPTIONAL.items()
+        if os.environ.get(variable) == "1" and item.get_closest_marker(marker) is not None
+    ]
+    if report.skipped and not hasattr(report, "wasxfail") and required:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
-        report.longrepr = f"skipped, but {REQUIRE_TORCHVISION}=1 requires it to run: {reason}"
+        report.longrepr = f"skipped, but {required[0]}=1 requires it to run: {reason}"
     return report
 
 

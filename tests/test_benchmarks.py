@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -17,6 +18,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _load(name: str):
+    # A benchmark imports its sibling modules by name, as it does when run as a script.
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     # Their dataclasses look their module up by name.
@@ -238,15 +242,23 @@ def test_search_efficiency_refuses_a_variant_its_scheduler_does_not_run():
 
 def test_search_efficiency_counts_epochs_to_each_threshold_in_report_order():
     benchmark = _load("search_efficiency")
-    # (seconds since the first start, trial's start order, val/acc) per reported epoch
-    reports = [(1.0, 1, 0.3), (1.5, 2, 0.5), (2.0, 1, 0.78), (2.5, 2, 0.81), (3.0, 1, 0.8)]
-    assert benchmark._to_target(reports, 0.75) == {
+    # (seconds since the first start, trial's start order, metrics) per reported epoch
+    accs = [(1.0, 1, 0.3), (1.5, 2, 0.5), (2.0, 1, 0.78), (2.5, 2, 0.81), (3.0, 1, 0.8)]
+    segs = [0.9, 0.1, 0.2, 0.6, 0.7]
+    reports = [
+        (at, order, {"val/acc": acc, "val/seg_miou": seg})
+        for (at, order, acc), seg in zip(accs, segs, strict=True)
+    ]
+    assert benchmark._to_target(reports, {"val/acc": 0.75}) == {
         "epochs_to_target": 3,
         "wall_to_target_s": 2.0,
         "hit_trial": 1,
     }
-    assert benchmark._to_target(reports, 0.81)["epochs_to_target"] == 4
-    assert benchmark._to_target(reports, 0.9)["epochs_to_target"] is None
+    assert benchmark._to_target(reports, {"val/acc": 0.81})["epochs_to_target"] == 4
+    assert benchmark._to_target(reports, {"val/acc": 0.9})["epochs_to_target"] is None
+    # Several bounds: the first epoch that meets all of them.
+    both = {"val/acc": 0.5, "val/seg_miou": 0.5}
+    assert benchmark._to_target(reports, both)["epochs_to_target"] == 4
     mine, theirs = {"epochs_to_target": 4}, {"epochs_to_target": 16}
     assert benchmark._ratio(mine, theirs, 10, 40) == ("=", 0.25)
     assert benchmark._ratio(mine, {"epochs_to_target": None}, 10, 40) == ("<=", 0.1)
@@ -449,3 +461,218 @@ def test_data_scale_measures_memory_and_images_per_s_at_the_smallest_size(tmp_pa
     assert "goals:" in done.stdout
     report = benchmark.format_report([benchmark.Row(**row)], benchmark.TINY)
     assert f"{row['images_per_s'] / row['dataloader_images_per_s']:.2f}x" in report
+
+
+def test_epoch_log_keeps_the_order_and_stops_at_the_budget(tmp_path):
+    peers = _load("search_peers")
+    log = peers.EpochLog(tmp_path / "log.jsonl", budget=3, metrics=("val/acc",))
+    point = {"strategy": "single_phase", "single_phase": {"epochs": 20}}
+    log.record("a", point, {"epoch": 1, "val/acc": 0.2, "target_score": 0.3, "targets_met": 0})
+    log.record("b", point, {"epoch": 1, "val/acc": 0.5, "target_score": 0.6, "targets_met": 0})
+    with pytest.raises(peers.BudgetSpent):
+        log.record("a", point, {"epoch": 2, "val/acc": 0.4, "target_score": 0.5, "targets_met": 0})
+    with pytest.raises(peers.BudgetSpent):  # past the budget: nothing more is kept
+        log.record("b", point, {"epoch": 2, "val/acc": 0.9, "target_score": 1.1, "targets_met": 1})
+    assert log.spent() == 3
+    assert [(order, line["epoch"]) for _, order, line in log.epochs()] == [(1, 1), (2, 1), (1, 2)]
+    # The best trial by its last epoch: b's 0.6, not a's 0.5.
+    assert log.best()["trial"] == "b"
+    assert log.best()["point"] == point
+
+
+def _tiny_peer_config(tmp_path, epoch_scale: float):
+    from search.config import ExperimentConfig, load_experiment
+
+    raw = load_experiment(None).model_dump()
+    raw["search"].update(num_samples=4, epoch_scale=epoch_scale, seed=0)
+    raw["dataset"].update(num_samples=360, image_size=16, num_classes=6)
+    raw["model"].update(width=4, pretrain={"num_samples": 400, "epochs": 1})
+    raw["targets"] = [{"metric": "val/acc", "threshold": 0.1, "source": "test", "assumed": True}]
+    raw["storage"] = {"path": str(tmp_path)}
+    return ExperimentConfig.model_validate(raw)
+
+
+def _run_peer(name: str, tmp_path: Path, budget: int, epoch_scale: float = 0.1):
+    peers = _load("search_peers")
+    config = _tiny_peer_config(tmp_path, epoch_scale)
+    log = peers.EpochLog(tmp_path / "log.jsonl", budget, peers.target_metrics(config))
+    outcome = peers.PEERS[name][0](config, log, tmp_path, 2)
+    first_recipe = config.search_space().strategies[0].baselines[0].params
+    return log, outcome, first_recipe
+
+
+def _assert_peer_ran(log, outcome, first_recipe, budget: int) -> None:
+    epochs = log.epochs()
+    # Exactly the budget, however the peer counts its own.
+    assert len(epochs) == budget
+    # The documents' first recipe is the first trial (enqueued, or PriorBand's prior);
+    # Tune starts two at once, so it is among the first two.
+    trials = {line["trial"]: line["point"] for _, _, line in epochs}
+    first = next(p for p in list(trials.values())[:2] if p["strategy"] == "progressive")
+    assert first["strategy"] == "progressive"
+    for name in ("frozen_epochs", "partial_epochs", "full_epochs", "base_lr", "batch_size"):
+        assert first["progressive"][name] == first_recipe[name], name
+    # Each trial's epochs follow on from its last: a continued trial resumes where it was.
+    last: dict[str, float] = {}
+    for _, _, line in epochs:
+        assert line["epoch"] == last.get(line["trial"], 0) + 1
+        last[line["trial"]] = line["epoch"]
+    assert outcome.trials >= 2
+    assert math.isfinite(outcome.best["target_score"])
+
+
+def test_optuna_hyperband_peer_searches_phasetune_plans_within_the_budget(tmp_path):
+    log, outcome, first_recipe = _run_peer("optuna-hyperband", tmp_path, budget=14)
+    _assert_peer_ran(log, outcome, first_recipe, 14)
+
+
+@pytest.mark.parametrize(
+    "peer", ["optuna-hyperband", pytest.param("neps-priorband", marks=pytest.mark.peers)]
+)
+def test_a_peer_whose_budget_ends_on_a_trials_first_epoch_stops_there(peer, tmp_path):
+    # The first recipe trains 3 epochs at this scale: the 4th is the next trial's first.
+    log, outcome, _ = _run_peer(peer, tmp_path, budget=4)
+    assert len(log.epochs()) == 4
+    assert outcome.trials == 2
+
+
+def test_tune_optuna_asha_peer_searches_phasetune_plans_within_the_budget(ray_session, tmp_path):
+    log, outcome, first_recipe = _run_peer("tune-optuna-asha", tmp_path, budget=14)
+    _assert_peer_ran(log, outcome, first_recipe, 14)
+
+
+@pytest.mark.peers
+def test_neps_priorband_peer_searches_phasetune_plans_within_the_budget(tmp_path):
+    # Plans of up to 15 epochs, so that PriorBand has rungs (5 and 15 epochs) to promote to.
+    log, outcome, first_recipe = _run_peer("neps-priorband", tmp_path, 40, epoch_scale=0.3)
+    _assert_peer_ran(log, outcome, first_recipe, 40)
+
+
+@pytest.mark.peers
+def test_neps_space_carries_the_documents_recipes_as_priors():
+    peers = _load("search_peers")
+    from search.config import load_experiment
+
+    space = peers.neps_space(load_experiment(None).search_space(), 2, 20)
+    branches = type(space).strategy.choices
+    assert [branch._args[0] for branch in branches] == ["progressive", "single_phase"]
+    progressive = branches[0]._kwargs
+    assert progressive["frozen_epochs"].prior == 3
+    assert progressive["base_lr"].prior == pytest.approx(1e-3)
+    # A parameter a fixed one switches off is left out; a fixed one is a constant.
+    assert progressive["lr_schedule"] == "constant"
+    assert "step_size" not in progressive
+    assert "plateau_factor" in branches[1]._kwargs
+
+
+def test_search_efficiency_gives_each_peer_phasetune_epochs_and_compares(
+    ray_session, tmp_path, capsys
+):
+    benchmark = _load("search_efficiency")
+    sizes = dict(trials=3, seeds=1, epoch_scale=0.1, samples=360, target=0.1, tiny=True)
+    result = benchmark.run(**sizes, variants=("phasetune", "optuna-hyperband"), harder=(1.01,))
+    rows = {row["variant"]: row for row in result["rows"]}
+    assert set(rows) == {"phasetune", "optuna-hyperband"}
+    assert rows["optuna-hyperband"]["epochs"] == rows["phasetune"]["epochs"]
+    comparison = result["peers"]["optuna-hyperband"]
+    expected = rows["phasetune"]["epochs_to_target"] / rows["optuna-hyperband"]["epochs_to_target"]
+    assert comparison["main"]["vs_random"] == pytest.approx(expected)
+    assert comparison["harder"]["1.01"]["reached"] == 0
+    benchmark._print(result, 3, 0.1)
+    out = capsys.readouterr().out
+    assert "phasetune against each peer" in out
+    assert "goal, best recipe: phasetune's mean best target_score >= every peer's" in out
+    with pytest.raises(ValueError, match="spends phasetune's epochs; run phasetune too"):
+        benchmark.run(**sizes, variants=("optuna-hyperband",))
+
+
+def test_search_efficiency_refuses_a_peer_without_phasetune():
+    finished = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "search_efficiency.py"),
+            "--variants",
+            "optuna-hyperband",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 2
+    assert (
+        finished.stderr.strip()
+        .splitlines()[-1]
+        .endswith("--variants optuna-hyperband spends phasetune's epochs; add phasetune")
+    )
+
+
+def test_a_peer_trial_paused_at_a_rung_continues_as_if_never_paused(tmp_path):
+    """What a promotion does (PriorBand's, from ``previous_pipeline_directory``)."""
+    peers = _load("search_peers")
+    config = _tiny_peer_config(tmp_path, epoch_scale=0.2)
+    point = {"strategy": "single_phase", "single_phase": {}}
+    point["single_phase"] = dict(config.search_space().points_to_evaluate()[1])
+    point["single_phase"] = {
+        name.split("/", 1)[1]: value
+        for name, value in point["single_phase"].items()
+        if name != "strategy"
+    }
+    straight_log = peers.EpochLog(tmp_path / "straight.jsonl", 100, ())
+    straight, trained = peers._Runner(config, straight_log, 2).train("a", point, until=5)
+    assert trained == 5
+
+    paused_log = peers.EpochLog(tmp_path / "paused.jsonl", 100, ())
+    runner = peers._Runner(config, paused_log, 2)
+    checkpoint = tmp_path / "state.pt"
+    first, trained = runner.train("b", point, until=2, save_to=checkpoint)
+    assert (first["epoch"], trained) == (2, 2)
+    later = tmp_path / "later.pt"
+    resumed, trained = runner.train("b", point, until=5, resume_from=checkpoint, save_to=later)
+    assert (resumed["epoch"], trained) == (5, 3)
+    assert [line["epoch"] for _, _, line in paused_log.epochs()] == [1, 2, 3, 4, 5]
+    assert resumed["val/loss"] == straight["val/loss"]
+    assert resumed["val/acc"] == straight["val/acc"]
+    # Asked again for fewer epochs than it has: nothing to train, its last metrics.
+    again, trained = runner.train("b", point, until=4, resume_from=later)
+    assert (again["epoch"], trained) == (5, 0)
+
+
+def _efficiency_row(seed: int, variant: str, to_target: int | None, epochs: int, score: float):
+    hit = {"epochs_to_target": to_target, "wall_to_target_s": to_target, "hit_trial": 1}
+    return {
+        "seed": seed,
+        "variant": variant,
+        **hit,
+        "harder": {"0.85": {"epochs_to_target": None, "wall_to_target_s": None}},
+        "best_target_score": score,
+        "epochs": epochs,
+        "wall_s": 10.0,
+    }
+
+
+def test_search_efficiency_combines_runs_of_other_seeds():
+    benchmark = _load("search_efficiency")
+    settings = {"trials": 50, "epoch_scale": 0.5, "experiment": "quickstart"}
+    runs = [
+        {
+            "settings": settings,
+            "rows": [
+                _efficiency_row(seed, "phasetune", mine, 100, 1.02),
+                _efficiency_row(seed, "optuna-hyperband", theirs, 100, 1.0),
+            ],
+        }
+        for seed, mine, theirs in [(0, 20, 40), (1, 30, 30)]
+    ]
+    result = benchmark.combine(runs)
+    assert [row["seed"] for row in result["rows"]] == [0, 0, 1, 1]
+    comparison = result["peers"]["optuna-hyperband"]
+    assert comparison["seeds"] == [0, 1]
+    assert comparison["main"]["vs_random"] == pytest.approx(math.sqrt(0.5 * 1.0))
+    assert comparison["mean_best_target_score"] == pytest.approx(1.02)
+    assert result["summary"]["phasetune"]["reached"] == 2
+
+    other = {**runs[1], "settings": {**settings, "trials": 30}}
+    with pytest.raises(ValueError, match="the runs differ in trials; combine like runs"):
+        benchmark.combine([runs[0], other])
+    with pytest.raises(ValueError, match="seed 0 of phasetune is in two runs"):
+        benchmark.combine([runs[0], runs[0]])
