@@ -184,5 +184,13 @@ def load_best(path: str | os.PathLike[str]) -> BestConfig:
     document = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ValueError(f"{path}: not a phasetune best-config file (format {FORMAT})")
-    PhasePlan.from_dict(document["plan"]).validate()
+    if not isinstance(document.get("plan"), dict):
+        raise ValueError(f"{path}: it has no plan; export the best trial again")
+    try:
+        plan = PhasePlan.from_dict(document["plan"])
+    except (KeyError, TypeError) as error:
+        raise ValueError(
+            f"{path}: its plan cannot be read ({error}); export the best trial again"
+        ) from None
+    plan.validate()
     return BestConfig(document)

@@ -14,7 +14,7 @@ import dataclasses
 import importlib.util
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -25,14 +25,10 @@ from analysis.targets import Target, target_score
 from spaces.params import Categorical, Fixed, FloatRange, IntRange, Param
 from spaces.strategy_space import StrategySpace
 
-if TYPE_CHECKING:
-    from search.config import ExperimentConfig
-
 __all__ = [
     "EVALUATORS",
     "MIN_TRIALS",
     "ParamImportance",
-    "experiment_spaces",
     "parameter_importance",
 ]
 
@@ -67,11 +63,6 @@ class ParamImportance:
     note: str | None = None
 
 
-def experiment_spaces(config: ExperimentConfig) -> dict[str, StrategySpace]:
-    """The experiment's strategy spaces (overrides applied) by strategy name."""
-    return {space.strategy: space for space in config.search_space().strategies}
-
-
 def parameter_importance(
     records: Sequence[TrialRecord],
     targets: Sequence[Target],
@@ -94,7 +85,7 @@ def parameter_importance(
     Args:
         records: The trials, e.g. from :func:`analysis.results.trial_records`.
         targets: The targets ``target_score`` is computed against.
-        spaces: Strategy spaces by name, e.g. from :func:`experiment_spaces`.
+        spaces: Strategy spaces by name, e.g. ``ExperimentConfig.strategy_spaces()``.
         evaluators: Names from :data:`EVALUATORS`.
         seed: Seed of fANOVA's forest; PED-ANOVA draws nothing at random.
 

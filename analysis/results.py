@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from analysis.ranking import TrialRecord
+from trainables.storage import ExperimentStore
 
 __all__ = ["ResultTables", "load_results", "trial_records", "write_results"]
 
@@ -56,12 +57,9 @@ class ResultTables:
 
 
 def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
-    try:
-        return pafs.FileSystem.from_uri(location)
-    except (pa.ArrowInvalid, ValueError):
-        import os
-
-        return pafs.LocalFileSystem(), os.path.abspath(location)
+    """The file system and directory of an experiment, resolved as the store does."""
+    store = ExperimentStore.at(location)
+    return store.filesystem, store.root
 
 
 def _read_text(fs: pafs.FileSystem, path: str) -> str | None:

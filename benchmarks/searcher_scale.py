@@ -234,7 +234,7 @@ def _search_alg(
     config = config.model_copy(update={"search": search})
     if name == "phasetune_rollback":
         # What rdb_storage picks where it cannot tell the disk is local.
-        with mock.patch("search.study.on_local_disk", return_value=False):
+        with mock.patch("search.study._sqlite.on_local_disk", return_value=False):
             return build_searcher(config, space, study), None
     if name == "phasetune_optuna_tpe":
         # Suggests the same trials as the search's IncrementalTPESampler, at Optuna's cost.

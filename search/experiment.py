@@ -41,7 +41,7 @@ from search.study import (
 from trainables.data import DataError, load_dataset, pin_snapshot
 from trainables.launch import LaunchSettings, torch_threads, tune_trainable
 from trainables.models import ensure_pretrained
-from trainables.storage import ExperimentStore, filesystem_and_path
+from trainables.storage import ExperimentStore, filesystem_and_path, local_copy
 from trainables.strategies import PlanContext
 
 __all__ = ["SearchOutcome", "export_to", "resume_search", "run_search"]
@@ -408,11 +408,7 @@ def load_saved_experiment(store: ExperimentStore) -> ExperimentConfig:
     """The experiment file a search saved in its directory (local or remote)."""
     from search.config import load_experiment
 
-    if not store.remote:
-        return load_experiment(Path(store.location, "experiment.yaml"))
-    with tempfile.TemporaryDirectory(prefix="phasetune-experiment-") as staging:
-        saved = Path(staging, "experiment.yaml")
-        saved.write_text(store.read_text("experiment.yaml"))
+    with local_copy(store.uri("experiment.yaml")) as saved:
         return load_experiment(saved)
 
 

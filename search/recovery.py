@@ -87,14 +87,18 @@ def repair_missing_checkpoints(store: ExperimentStore) -> list[RepairedTrial]:
 def _repair_trial(fs: pafs.FileSystem, tune_dir: str, entry: list[str]) -> RepairedTrial | None:
     """Rewrite one ``[trial state, run metadata]`` pair in place if it needs it."""
     from ray.train import Checkpoint
-    from ray.train._internal.session import _TrainingResult
-    from ray.tune.trainable.metadata import _TrainingRunMetadata
-    from ray.tune.utils.serialization import TuneFunctionEncoder, _loads_with_cloudpickle
 
-    trial_state = _loads_with_cloudpickle(entry[0])
+    from search._tune_internals import (
+        TrainingResult,
+        TrainingRunMetadata,
+        TuneFunctionEncoder,
+        loads_with_cloudpickle,
+    )
+
+    trial_state = loads_with_cloudpickle(entry[0])
     if trial_state.get("status") in _FINISHED or not trial_state.get("relative_logdir"):
         return None
-    run_metadata = _TrainingRunMetadata.from_json_state(entry[1])
+    run_metadata = TrainingRunMetadata.from_json_state(entry[1])
     manager = run_metadata.checkpoint_manager
     latest = manager.latest_checkpoint_result if manager is not None else None
     if latest is None:
@@ -142,7 +146,7 @@ def _repair_trial(fs: pafs.FileSystem, tune_dir: str, entry: list[str]) -> Repai
 
     # The snapshot's own directory: Tune rewrites it on restore if the experiment has
     # moved since.
-    result = _TrainingResult(
+    result = TrainingResult(
         checkpoint=Checkpoint(path=f"{recorded_dir}/{name}", filesystem=fs), metrics=metrics
     )
     manager._checkpoint_results = [

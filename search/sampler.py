@@ -11,7 +11,7 @@ suggests exactly what ``TPESampler`` with the same arguments and seed suggests
 (``tests/search/test_sampler.py``); what it saves is measured by
 ``benchmarks/searcher_scale.py`` (``docs/benchmarks.md``).
 
-It builds on TPE's internals in Optuna 5; ``pyproject.toml`` pins the major version.
+It builds on TPE's internals in Optuna 5, all imported through ``search._tpe_internals``.
 """
 
 from __future__ import annotations
@@ -25,17 +25,19 @@ from typing import Any
 import numpy as np
 from optuna.distributions import BaseDistribution
 from optuna.samplers import TPESampler
-from optuna.samplers._tpe.sampler import (
+from optuna.study import Study, StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from search._tpe_internals import (
     _get_infeasible_trial_score,
     _get_pruned_trial_score,
+    _GroupDecomposedSearchSpace,
+    _SearchSpaceGroup,
     _split_infeasible_trials,
     _split_trials,
     default_gamma,
     default_gamma_multiobjective,
 )
-from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace, _SearchSpaceGroup
-from optuna.study import Study, StudyDirection
-from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["IncrementalTPESampler"]
 

@@ -22,7 +22,7 @@ class StrategyASHAScheduler(ASHAScheduler):
     progressive plan whose head trained at a high lr leads at epoch 2, while a 20-epoch
     single-phase plan at a low lr is still climbing. ASHA then stops nearly every
     single-phase trial there, and TPE, which ranks stopped trials below finished ones,
-    stops proposing them (docs/benchmarks.md).
+    stops proposing them (docs/benchmarks-history.md).
     """
 
     def __init__(self, **kwargs: Any) -> None:

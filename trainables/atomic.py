@@ -1,6 +1,7 @@
-"""Files replaced in one rename, so that a reader (or a crash) never meets half of one.
+"""Files replaced in one rename, so that a reader (or a crash) never meets half of one;
+and files made once per node behind a lock.
 
-The one home of the pattern that the store, the best-config export, the pretrained
+The one home of the patterns that the store, the best-config export, the pretrained
 backbone cache, the experiment's own files and the local retrain checkpoint share.
 """
 
@@ -8,11 +9,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
-__all__ = ["replaced_atomically"]
+T = TypeVar("T")
+
+__all__ = ["made_once", "replaced_atomically"]
 
 
 @contextmanager
@@ -35,3 +39,24 @@ def replaced_atomically(path: str | os.PathLike[str], mode: int | None = None) -
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def made_once(ready: Callable[[], T | None], make: Callable[[], None], lock: Path) -> T | None:
+    """What ``ready()`` finds, made first by ``make()`` if it finds nothing.
+
+    Concurrent trials on a node wait on the file lock ``lock`` for the one that makes it,
+    then find it made; a later call finds it without locking. None where ``make()``
+    left nothing that ``ready()`` finds.
+    """
+    from filelock import FileLock
+
+    found = ready()
+    if found is not None:
+        return found
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):
+        found = ready()
+        if found is None:
+            make()
+            found = ready()
+    return found

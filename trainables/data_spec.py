@@ -1,18 +1,21 @@
 """What determines a data set: `DataSpec`, the kinds and their tasks, and `DataError`.
 
-A leaf of the package: the readers, the renderers and the store import it, never the
-other way round.
+A leaf beside `trainables.data`: its readers, renderers and store import it, never the
+other way round, and so do the plan definitions (`trainables.phases`) that results are
+read with. It imports no torch, so neither do they.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from trainables.augment import Augmentation
-from trainables.scenes import SCENE_CLASSES
+if TYPE_CHECKING:
+    from trainables.augment import Augmentation
 
 __all__ = [
+    "CLASS_TEMPLATES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "KINDS",
@@ -29,6 +32,10 @@ __all__ = [
 ]
 
 SYNTHETIC_KINDS = ("synthetic_signs", "synthetic_source", "synthetic_scenes")
+#: How many classes each synthetic kind can have: its renderer's class templates. Written
+#: out, so that checking a spec does not load the renderers (torch);
+#: tests/trainables/test_data.py checks them against the renderers.
+CLASS_TEMPLATES = {"synthetic_signs": 41, "synthetic_source": 64, "synthetic_scenes": 10}
 REAL_KINDS = ("image_folder", "parquet")
 KINDS = (*SYNTHETIC_KINDS, *REAL_KINDS)
 ON_CORRUPT = ("error", "skip")
@@ -143,7 +150,7 @@ class DataSpec:
             raise ValueError(
                 f"{self.kind} data are rendered at image_size; resize is for data on disk"
             )
-        available = _num_class_templates(self.kind)
+        available = CLASS_TEMPLATES[self.kind]
         if self.num_classes is None or not 2 <= self.num_classes <= available:
             raise ValueError(f"{self.kind} supports 2..{available} classes, got {self.num_classes}")
         count = num_val(self.num_samples, self.val_fraction)
@@ -170,6 +177,8 @@ class DataSpec:
     @property
     def augmentation(self) -> Augmentation | None:
         """The training batches' random transforms, or None."""
+        from trainables.augment import Augmentation  # deferred: it needs torch
+
         augmentation = Augmentation(hflip=self.hflip, crop_scale=self.crop_scale)
         return augmentation if augmentation.active else None
 
@@ -193,12 +202,3 @@ def tasks_for_kind(kind: str) -> tuple[str, ...]:
 def num_val(num_samples: int, val_fraction: float) -> int:
     """Samples the validation split holds out of `num_samples`."""
     return round(num_samples * val_fraction)
-
-
-def _num_class_templates(kind: str) -> int:
-    if kind == "synthetic_scenes":
-        return len(SCENE_CLASSES)
-    # Deferred: the sign renderer is heavy and only its template count is needed here.
-    from trainables.data._signs import num_class_templates
-
-    return num_class_templates(kind)

@@ -6,6 +6,9 @@ N > 1 workers run under a Ray Train ``TorchTrainer`` (Train V2: the Tune functio
 builds the trainer and calls ``fit``; a ``TuneReportCallback`` forwards rank 0's
 metrics to Tune so schedulers see every epoch). Both paths run the same engine
 and write the same metrics, checkpoints and TensorBoard files.
+
+The engine knows nothing of Ray: its reporters for Tune and for Ray Train workers
+live here, and both restore a checkpoint through `_read_ray_checkpoint`.
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ from analysis.targets import Target
 from trainables.atomic import replaced_atomically
 from trainables.engine import (
     CHECKPOINT_FILE,
+    CheckpointState,
     EngineContext,
-    quiet_train_logs,
+    read_checkpoint,
     run_plan,
-    train_loop_per_worker,
 )
 from trainables.phases import PhasePlan
 from trainables.storage import TensorboardMirror, filesystem_and_path, is_remote, join_location
@@ -36,8 +39,10 @@ __all__ = [
     "LaunchSettings",
     "LocalReporter",
     "plan_for_trial",
+    "quiet_train_logs",
     "torch_threads",
     "train_locally",
+    "train_loop_per_worker",
     "trial_driver",
     "tune_trainable",
     "trial_resources",
@@ -139,11 +144,57 @@ class _TuneReporter:
     def restore(self) -> dict[str, Any] | None:
         from ray import tune
 
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as directory:
-            return torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=True)
+        return _read_ray_checkpoint(tune.get_checkpoint())
+
+
+def _read_ray_checkpoint(checkpoint: Any) -> dict[str, Any] | None:
+    """The engine's state in a Ray checkpoint (Tune's or Train's; both are read through
+    ``as_directory``), or None when the run has none to resume from."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        return read_checkpoint(directory)
+
+
+class _RayTrainReporter:
+    """Reports from inside a Ray Train worker (every rank reports, rank 0 checkpoints)."""
+
+    def __init__(self) -> None:
+        import ray.train
+
+        context = ray.train.get_context()
+        self.rank = context.get_world_rank()
+        self.world_size = context.get_world_size()
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    def restore(self) -> dict[str, Any] | None:
+        import ray.train
+
+        return _read_ray_checkpoint(ray.train.get_checkpoint())
+
+
+def quiet_train_logs() -> None:
+    """Ray Train logs every report with all its metrics at INFO, per worker and epoch,
+    which buries the search's own output; warnings and errors still come through."""
+    import logging
+
+    from trainables._ray_train_internals import report_logger_names
+
+    for name in report_logger_names():
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point: ``config`` holds the plan and context as dicts."""
+    quiet_train_logs()
+    plan = PhasePlan.from_dict(config["plan"])
+    context = EngineContext.from_dict(config["context"])
+    run_plan(plan, context, _RayTrainReporter())
 
 
 def torch_threads(cpus_per_worker: float) -> int:
@@ -264,7 +315,7 @@ class LocalReporter:
     def restore(self) -> dict[str, Any] | None:
         if not (self.resume and self.checkpoint_path.exists()):
             return None
-        return torch.load(self.checkpoint_path, weights_only=True)
+        return read_checkpoint(self.checkpoint_path.parent)
 
 
 def train_locally(
@@ -297,8 +348,8 @@ def train_locally(
     run_plan(plan, context, reporter)
     # The trained weights on their own, loadable into build_model(plan.model, ...),
     # and each task's best weights beside them.
-    state = torch.load(reporter.checkpoint_path, weights_only=True)
-    torch.save(state["model"], output / "model.pt")
-    for task, best in state.get("task_best", {}).items():
-        torch.save(best["model"], output / f"best_{task}.pt")
+    state = CheckpointState.from_dict(read_checkpoint(reporter.checkpoint_path.parent))
+    torch.save(state.model, output / "model.pt")
+    for task, best in state.task_best.items():
+        torch.save(best.model, output / f"best_{task}.pt")
     return reporter

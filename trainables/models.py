@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trainables.atomic import replaced_atomically
+from trainables.atomic import made_once, replaced_atomically
 from trainables.backbones import (
     BackboneError,
     adapt_backbone,
@@ -252,18 +252,15 @@ def ensure_pretrained(spec: ModelSpec) -> Path:
     A file lock makes concurrent trials wait for one pretraining instead of all
     running it.
     """
-    from filelock import FileLock
-
     path = pretrained_backbone_path(spec)
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        if not path.exists():
-            state, val_acc = pretrain_backbone(spec)
-            logger.info("pretrained backbone: source-task val acc %.3f -> %s", val_acc, path)
-            with replaced_atomically(path) as partial:
-                torch.save(state, partial)
+
+    def pretrain() -> None:
+        state, val_acc = pretrain_backbone(spec)
+        logger.info("pretrained backbone: source-task val acc %.3f -> %s", val_acc, path)
+        with replaced_atomically(path) as partial:
+            torch.save(state, partial)
+
+    made_once(lambda: path if path.exists() else None, pretrain, Path(str(path) + ".lock"))
     return path
 
 

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from trainables.data import DataSpec
+from trainables.data_spec import DataSpec
 
 __all__ = [
     "EWCSpec",

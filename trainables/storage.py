@@ -9,6 +9,7 @@ part of the URI, so every process that is handed it (trials on other nodes,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -17,6 +18,7 @@ import shutil
 import tempfile
 import threading
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ __all__ = [
     "TensorboardMirror",
     "filesystem_and_path",
     "is_remote",
+    "local_copy",
     "join_location",
     "local_path",
 ]
@@ -56,7 +59,12 @@ def join_location(location: str, *names: str) -> str:
         return str(local_path(location).joinpath(*names))
     parts = urllib.parse.urlsplit(location)
     path = "/".join([parts.path.rstrip("/"), *names])
-    return urllib.parse.urlunsplit(parts._replace(path=path))
+    joined = urllib.parse.urlunsplit(parts._replace(path=path))
+    if not parts.netloc:
+        # urlunsplit writes a URI without a host (hdfs:///path) as scheme:/path, which
+        # no longer reads as remote; the empty authority goes back in.
+        joined = f"{parts.scheme}://" + joined.removeprefix(f"{parts.scheme}:")
+    return joined
 
 
 def filesystem_and_path(location: str) -> tuple[pafs.FileSystem | None, str]:
@@ -65,6 +73,23 @@ def filesystem_and_path(location: str) -> tuple[pafs.FileSystem | None, str]:
     if not is_remote(location):
         return None, str(local_path(location))
     return pafs.FileSystem.from_uri(location)
+
+
+@contextlib.contextmanager
+def local_copy(location: str | os.PathLike[str]) -> Iterator[Path]:
+    """A local path holding the file at ``location``: the file itself where it is local,
+    else a temporary copy of a remote one, removed when the block ends (for readers
+    that take only local paths)."""
+    if not is_remote(location):
+        # A plain path as given, so that messages name it as the user wrote it.
+        yield Path(location) if "://" not in str(location) else local_path(location)
+        return
+    filesystem, path = pafs.FileSystem.from_uri(str(location))
+    with tempfile.TemporaryDirectory(prefix="phasetune-copy-") as staging:
+        copy = Path(staging, path.rsplit("/", 1)[-1])
+        with filesystem.open_input_stream(path) as stream:
+            copy.write_bytes(stream.read())
+        yield copy
 
 
 @dataclasses.dataclass(frozen=True)

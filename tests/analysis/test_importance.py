@@ -15,7 +15,6 @@ from analysis.importance import (
     EVALUATORS,
     MIN_TRIALS,
     ParamImportance,
-    experiment_spaces,
     parameter_importance,
 )
 from analysis.ranking import TrialRecord
@@ -170,6 +169,6 @@ def test_notes_when_nothing_can_be_assessed(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_experiment_spaces_carry_the_overrides() -> None:
-    spaces = experiment_spaces(load_experiment(None))
+    spaces = load_experiment(None).strategy_spaces()
     assert list(spaces) == ["progressive", "single_phase"]
     assert spaces["progressive"].params["lr_schedule"] == Fixed("constant")

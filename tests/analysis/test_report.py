@@ -20,7 +20,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from analysis.claims import check_claims
-from analysis.importance import experiment_spaces
 from analysis.ranking import rank_trials
 from analysis.report import ReportFiles, write_report
 from analysis.results import load_results, trial_records
@@ -210,7 +209,7 @@ def _write(root: Path) -> ReportFiles:
         root,
         name=config.name,
         targets=config.target_list(),
-        spaces=experiment_spaces(config),
+        spaces=config.strategy_spaces(),
         num_groups=config.model.num_groups,
     )
 

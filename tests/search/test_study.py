@@ -312,7 +312,7 @@ def test_a_local_sqlite_study_logs_ahead_and_ends_in_one_file(tmp_path, monkeypa
 
     from search.study import LocalSQLiteStorage, SoleWriterStorage, checkpoint_study, rdb_storage
 
-    monkeypatch.setattr("search.study.on_local_disk", lambda path: True)
+    monkeypatch.setattr("search.study._sqlite.on_local_disk", lambda path: True)
     backend = rdb_storage(f"sqlite:///{tmp_path}/local.db")
     assert isinstance(backend, LocalSQLiteStorage)
     storage = SoleWriterStorage(backend)
@@ -339,7 +339,7 @@ def test_a_local_sqlite_study_logs_ahead_and_ends_in_one_file(tmp_path, monkeypa
     with restored.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
 
-    monkeypatch.setattr("search.study.on_local_disk", lambda path: False)
+    monkeypatch.setattr("search.study._sqlite.on_local_disk", lambda path: False)
     assert type(rdb_storage(f"sqlite:///{tmp_path}/shared.db")).__name__ == "RDBStorage"
     checkpoint_study("postgresql://user@nowhere/db")  # not SQLite: nothing to fold back
 

@@ -362,3 +362,11 @@ def test_a_fixed_preset_replaces_the_baselines_phase_lengths():
     plan = build_plan("progressive", params, TINY_CONTEXT)
     assert [p.epochs for p in plan.phases] == [3, 2, 2]
     assert plan.phases[0].lr == 1e-3  # the rest is the document's recipe
+
+
+def test_every_built_in_strategy_has_a_plan_builder_and_a_space_under_one_name():
+    from spaces import SPACES
+    from trainables.strategies import BUILTIN_STRATEGIES
+    from trainables.strategy_names import BUILTIN_STRATEGY_NAMES
+
+    assert set(SPACES) == set(BUILTIN_STRATEGIES) == set(BUILTIN_STRATEGY_NAMES)

@@ -234,3 +234,26 @@ def test_shard_for_eval_covers_every_sample_exactly_once(world_size: int) -> Non
     assert sorted(labels) == list(range(20))
     assert sum(len(shard) for shard in shards) == 20
     assert all(shard.images.shape[0] == len(shard) for shard in shards)
+
+
+def test_spec_checks_class_counts_against_the_renderers_templates():
+    from trainables.data._signs import num_class_templates
+    from trainables.data_spec import CLASS_TEMPLATES
+    from trainables.scenes import SCENE_CLASSES
+
+    assert {
+        "synthetic_signs": num_class_templates("synthetic_signs"),
+        "synthetic_source": num_class_templates("synthetic_source"),
+        "synthetic_scenes": len(SCENE_CLASSES),
+    } == CLASS_TEMPLATES
+
+
+@pytest.mark.slow
+def test_plan_definitions_import_no_torch():
+    """Results are read (analysis.export, the plans) without the engine's dependencies."""
+    import subprocess
+    import sys
+
+    code = "import sys, analysis.export, trainables.phases; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

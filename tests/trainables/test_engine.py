@@ -15,12 +15,12 @@ from trainables.engine import (
     CHECKPOINT_FILE,
     CHECKPOINT_REPORTS_FILE,
     EngineContext,
-    _EarlyStopState,
     build_optimizer,
     configure_phase,
     eval_batch_size,
     run_plan,
 )
+from trainables.engine._tracking import EarlyStopState
 from trainables.lr_schedules import build_lr_scheduler
 from trainables.models import build_model
 from trainables.phases import EarlyStopping, LRSchedule, Phase, PhasePlan
@@ -184,7 +184,7 @@ def test_single_phase_restores_best_weights_and_reports_them():
 
 def test_early_stopping_counts_patience():
     rule = EarlyStopping(patience=2, metric="val/loss", mode="min", restore_best=False)
-    state = _EarlyStopState()
+    state = EarlyStopState()
     model = torch.nn.Linear(1, 1)
     decisions = [
         state.update(rule, {"val/loss": loss}, model, epoch)

@@ -96,7 +96,8 @@ def test_two_worker_multi_task_trial_syncs_weights_learned_weighting_and_metrics
     ray_session, tmp_path
 ):
     from tests.trainables.test_multitask_engine import SCENE_CONTEXT
-    from trainables.engine import EngineContext, _Trainer
+    from trainables.engine import EngineContext
+    from trainables.engine._loop import Trainer
     from trainables.launch import plan_for_trial
 
     ensure_pretrained(SCENE_CONTEXT.model)
@@ -136,7 +137,7 @@ def test_two_worker_multi_task_trial_syncs_weights_learned_weighting_and_metrics
     class _Alone:
         rank, world_size = 0, 1
 
-    trainer = _Trainer(plan, EngineContext(threads=1), _Alone())
+    trainer = Trainer(plan, EngineContext(threads=1), _Alone())
     trainer.model.load_state_dict(state["model"])
     alone = trainer.evaluate()
     for name in ("val/cls_acc", "val/seg_miou", "val/det_map50", "val/det_map"):

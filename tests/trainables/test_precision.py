@@ -9,7 +9,8 @@ from analysis.targets import NSL
 from tests.conftest import TINY_CONTEXT
 from tests.trainables.test_engine import RecordingReporter
 from trainables.data import load_dataset
-from trainables.engine import EngineContext, _Trainer, resolve_precision, run_plan
+from trainables.engine import EngineContext, resolve_precision, run_plan
+from trainables.engine._loop import Trainer
 from trainables.strategies import build_plan
 
 SINGLE = {"epochs": 3, "lr": 3e-3, "batch_size": 32, "dropout": 0.1, "lr_schedule": "constant"}
@@ -68,7 +69,7 @@ def test_channels_last_is_the_weights_layout_when_asked():
 
     def conv_weights(channels_last: bool | None) -> list[torch.Tensor]:
         context = EngineContext(threads=1, channels_last=channels_last)
-        model = _Trainer(plan, context, RecordingReporter()).model
+        model = Trainer(plan, context, RecordingReporter()).model
         return [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
 
     layout = torch.channels_last

@@ -26,7 +26,17 @@ from trainables.data._readers import (
     source_fingerprint,
 )
 from trainables.data._signs import GENERATOR_VERSION
-from trainables.data._spec import (
+from trainables.data._split import (
+    ImageDataset,
+    Normalization,
+    Samples,
+    Split,
+    iterate_batches,
+    iterate_task_batches,
+    shard_for_eval,
+)
+from trainables.data._store import CACHE_DIR_ENV, cache_dir
+from trainables.data_spec import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     KINDS,
@@ -40,16 +50,6 @@ from trainables.data._spec import (
     DataSpec,
     tasks_for_kind,
 )
-from trainables.data._split import (
-    ImageDataset,
-    Normalization,
-    Samples,
-    Split,
-    iterate_batches,
-    iterate_task_batches,
-    shard_for_eval,
-)
-from trainables.data._store import CACHE_DIR_ENV, cache_dir
 from trainables.scenes import MAX_OBJECTS
 
 __all__ = [

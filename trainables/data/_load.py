@@ -20,14 +20,6 @@ from trainables.data._readers import (
     source_fingerprint,
 )
 from trainables.data._signs import GENERATOR_VERSION, render_signs
-from trainables.data._spec import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    REAL_KINDS,
-    DataError,
-    DataSpec,
-    num_val,
-)
 from trainables.data._split import ImageDataset, Normalization, Samples, Split
 from trainables.data._store import (
     Store,
@@ -36,6 +28,14 @@ from trainables.data._store import (
     cached_store,
     read_json,
     write_json,
+)
+from trainables.data_spec import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    REAL_KINDS,
+    DataError,
+    DataSpec,
+    num_val,
 )
 from trainables.scenes import SCENE_GENERATOR_VERSION, render_scenes
 

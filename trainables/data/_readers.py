@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from trainables.data._spec import DataError, DataSpec
 from trainables.data._store import StoreWriter
+from trainables.data_spec import DataError, DataSpec
 
 __all__ = [
     "IMAGE_SUFFIXES",

@@ -11,22 +11,21 @@ store.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import struct
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from trainables.atomic import replaced_atomically
-from trainables.data._spec import DataError
+from trainables.atomic import made_once, replaced_atomically
+from trainables.data_spec import DataError
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -220,28 +219,12 @@ def cached_store(path: Path, make: Callable[[Path], None], required: tuple[str, 
     the file; later ones map it without locking. ``make(path)`` writes the store (with a
     `StoreWriter`).
     """
-    store = open_store(path, required)
-    if store is not None:
-        return store
-    with _locked(path):
-        store = open_store(path, required)
-        if store is None:
-            make(path)
-            store = open_store(path, required)
-            if store is None:
-                raise DataError(f"dataset: the decoded data at {path} cannot be read back")
-    return store
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    from filelock import FileLock
-
     # Locks live apart from the data, so the data folder holds only finished files.
     lock = cache_dir() / "locks" / f"{path.name}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock)):
-        yield
+    store = made_once(lambda: open_store(path, required), lambda: make(path), lock)
+    if store is None:
+        raise DataError(f"dataset: the decoded data at {path} cannot be read back")
+    return store
 
 
 def read_json(path: Path) -> Any:
