@@ -8,7 +8,7 @@ training, announces itself and then waits to be killed, or raises:
 - ``block_step``: at the training step ``at_step`` (counted from 1 in the process, on
   rank ``rank``) it writes ``control/armed.json`` (``{"pid", "where"}``) and waits;
 - ``block_checkpoint``: the same, inside the first checkpoint written after training
-  step ``at_step`` (the engine's ``_state``), so a kill lands mid-checkpoint;
+  step ``at_step`` (the engine's ``_checkpoint_state``), so a kill lands mid-checkpoint;
 - ``raise_step``: at training step ``at_step`` of the first trial to get there it raises
   ``RuntimeError``, again on every retry of that trial, as a bug in a user's code would.
 
@@ -95,7 +95,7 @@ class FaultyNet(nn.Module):
             return
         # Only the engine's checkpoint, not the copies of the best weights it keeps.
         callers = {frame.f_code.co_name for frame, _ in traceback.walk_stack(None)}
-        if "_state" not in callers or self._fired():
+        if "_checkpoint_state" not in callers or self._fired():
             return
         self._arm_and_wait(f"checkpoint after step {self.steps}")
 
