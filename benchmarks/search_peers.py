@@ -187,6 +187,8 @@ class _Runner:
     def __post_init__(self) -> None:
         self.context = self.config.plan_context()
         self.engine = EngineContext(targets=self.config.target_list(), threads=self.threads)
+        #: The last epoch trained, logged or not.
+        self.last: dict[str, Any] | None = None
 
     def train(
         self,
@@ -211,6 +213,7 @@ class _Runner:
         def epoch_done(metrics: dict[str, Any]) -> None:
             nonlocal trained
             trained += 1
+            self.last = metrics  # before the log, which may end the search here
             self.log.record(trial, point, metrics)
             on_epoch(metrics)
 
@@ -335,7 +338,10 @@ def _tune_trial(
     try:
         runner.train(trial, config, on_epoch=lambda metrics: tune.report(_reported(metrics)))
     except BudgetSpent:
-        return  # the stopper ends the search
+        # The stopper ends the search. Tune refuses a trial that ends without the
+        # scheduler's metric, as one started just before the budget ran out would.
+        if runner.last is not None:
+            tune.report(_reported(runner.last))
 
 
 def _reported(metrics: Mapping[str, Any]) -> dict[str, Any]:
