@@ -48,11 +48,12 @@ checks its budget only before an evaluation).
   bounded by the peer's budget). The goal: no more epochs than any peer at every
   threshold where both meet it, and a best recipe at least as good.
 
-By default phasetune and every peer whose package imports run, one seed, 50 trials
-(about 30 minutes here). The table over 5 seeds, seed by seed so that each run's
+By default phasetune and every peer whose package imports run, one seed, 30 trials
+(not yet timed on an idle machine; seed 0 at 50 trials took about 70 minutes beside
+other jobs). The table over 5 seeds, seed by seed so that each run's
 numbers are kept, then printed together:
 
-    python benchmarks/search_efficiency.py                          # seed 0, 50 trials
+    python benchmarks/search_efficiency.py                          # seed 0, 30 trials
     for seed in 0 1 2 3 4; do python benchmarks/search_efficiency.py --first-seed $seed \
         --json s$seed.json; done
     python benchmarks/search_efficiency.py --combine s0.json s1.json s2.json s3.json s4.json
