@@ -187,8 +187,10 @@ class _Runner:
     def __post_init__(self) -> None:
         self.context = self.config.plan_context()
         self.engine = EngineContext(targets=self.config.target_list(), threads=self.threads)
-        #: The last epoch trained, logged or not.
+        #: The last epoch trained, logged or not, and the epochs of the last ``train``
+        #: (also where it raised).
         self.last: dict[str, Any] | None = None
+        self.trained = 0
 
     def train(
         self,
@@ -208,11 +210,10 @@ class _Runner:
             if resume_from is not None and resume_from.exists()
             else None
         )
-        trained = 0
+        self.trained = 0
 
         def epoch_done(metrics: dict[str, Any]) -> None:
-            nonlocal trained
-            trained += 1
+            self.trained += 1
             self.last = metrics  # before the log, which may end the search here
             self.log.record(trial, point, metrics)
             on_epoch(metrics)
@@ -225,7 +226,7 @@ class _Runner:
         last = reporter.last
         if last is None and state is not None and state["reports"]:
             last = state["reports"][-1]  # nothing left of the plan to train
-        return last, trained
+        return last, self.trained
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,7 +316,8 @@ def optuna_hyperband(
             return float(log.epochs()[-1][2]["target_score"])
         return float(metrics["target_score"])
 
-    study.optimize(objective, n_trials=None)
+    # A diverged run fails its trial, as in phasetune's search, and the search goes on.
+    study.optimize(objective, n_trials=None, catch=(FloatingPointError,))
     return PeerOutcome(
         best=log.best(),
         trials=len(study.trials),
@@ -538,6 +540,10 @@ def neps_priorband(
             )
         except BudgetSpent:
             metrics, trained = log.epochs()[-1][2], 1
+        except FloatingPointError:
+            # A diverged run: NePS would stop the whole search on the error (or, told to
+            # ignore errors, loop on a bug), so it scores as nothing learnt.
+            metrics, trained = {"target_score": 0.0}, runner.trained
         return {
             "objective_to_minimize": -float(metrics["target_score"]),
             "cost": trained,

@@ -492,8 +492,8 @@ def _tiny_peer_config(tmp_path, epoch_scale: float):
     return ExperimentConfig.model_validate(raw)
 
 
-def _run_peer(name: str, tmp_path: Path, budget: int, epoch_scale: float = 0.1):
-    peers = _load("search_peers")
+def _run_peer(name: str, tmp_path: Path, budget: int, epoch_scale: float = 0.1, peers=None):
+    peers = peers or _load("search_peers")
     config = _tiny_peer_config(tmp_path, epoch_scale)
     log = peers.EpochLog(tmp_path / "log.jsonl", budget, peers.target_metrics(config))
     outcome = peers.PEERS[name][0](config, log, tmp_path, 2)
@@ -542,6 +542,29 @@ def test_a_peer_whose_budget_ends_on_a_trials_first_epoch_stops_there(peer, tmp_
     log, outcome, _ = _run_peer(peer, tmp_path, budget=4)
     assert len(log.epochs()) == 4
     assert outcome.trials >= 2
+
+
+@pytest.mark.parametrize(
+    "peer", ["optuna-hyperband", pytest.param("neps-priorband", marks=pytest.mark.peers)]
+)
+def test_a_peer_goes_on_past_a_run_that_diverged(peer, tmp_path, monkeypatch):
+    # Tune's searcher goes on past an errored trial by itself; the in-process peers
+    # must not stop the search on it either.
+    peers = _load("search_peers")
+    started = []
+
+    def run_plan(plan, engine, reporter):
+        started.append(plan)
+        if len(started) == 2:
+            raise FloatingPointError("val/loss is nan at epoch 1 (phase 1): the run diverged")
+        return real_run_plan(plan, engine, reporter)
+
+    real_run_plan = peers.run_plan
+    monkeypatch.setattr(peers, "run_plan", run_plan)
+    log, outcome, _ = _run_peer(peer, tmp_path, budget=10, peers=peers)
+    assert len(log.epochs()) == 10
+    assert len(started) >= 3
+    assert outcome.trials >= 3
 
 
 def test_tune_optuna_asha_peer_searches_phasetune_plans_within_the_budget(ray_session, tmp_path):
