@@ -156,7 +156,8 @@ def ray_running(address: str | None = None) -> Iterator[None]:
 
 #: Said before a DDP search on a cluster whose state API does not answer.
 STATE_API_WARNING = (
-    "warning: this Ray cluster's state API does not answer (is its dashboard off?);"
+    "warning: this Ray cluster's state API does not answer (is its dashboard off, or"
+    " another Ray running on this machine without RAY_ADDRESS set?);"
     " Ray Train then cannot free the workers of a DDP trial that is stopped early, and"
     " the trials after it may fail to start"
 )
