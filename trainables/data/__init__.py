@@ -7,8 +7,10 @@ normalised and augmented on the trial's device.
 - `DataSpec` (``_spec``): what determines a data set; `DataError` for unusable data.
 - ``_store``: the store files, their lock and the cache folder.
 - ``_split``: `Split` and `ImageDataset` over mapped samples, and the batch iterators.
-- ``_signs``: the synthetic sign and source-task renderer (scenes: `trainables.scenes`).
-- ``_readers``: ``image_folder`` and ``parquet`` data on disk.
+- ``_signs``: the synthetic sign and source-task renderer (scenes: `trainables.scenes`);
+  ``_sign_templates``: its class templates.
+- ``_readers``: ``image_folder`` and ``parquet`` data on disk, read by ``_image_folder``
+  and ``_parquet``, which share ``_decoding``.
 - ``_load``: `load_dataset`, which ties them together.
 """
 
