@@ -7,7 +7,7 @@ import json
 import os
 import platform
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -83,18 +83,45 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class BestConfig(dict):
-    """The parsed contents of a best-config file."""
+class BestConfig(Mapping[str, Any]):
+    """A best-config file as read: read-only. Its fields by key, as the file holds them,
+    and typed views of those a run again needs: the plan, targets, resources, the
+    searched trial and its metrics."""
+
+    def __init__(self, document: Mapping[str, Any]) -> None:
+        self._document = dict(document)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._document[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._document)
+
+    def __len__(self) -> int:
+        return len(self._document)
+
+    def __repr__(self) -> str:
+        return f"BestConfig({self._document!r})"
+
+    @property
+    def trial_id(self) -> str:
+        return str(self._document["trial_id"])
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The searched trial's last reported numbers."""
+        return dict(self._document.get("metrics", {}))
 
     @property
     def plan(self) -> PhasePlan:
-        return PhasePlan.from_dict(self["plan"])
+        return PhasePlan.from_dict(self._document["plan"])
 
     @property
     def resources(self) -> dict[str, Any] | None:
         """What the trial trained on (workers, CPUs and GPUs per worker, torch
         threads); None in files written before it was recorded."""
-        return self.get("resources")
+        resources = self._document.get("resources")
+        return None if resources is None else dict(resources)
 
     @property
     def targets(self) -> tuple[Target, ...]:
@@ -106,7 +133,7 @@ class BestConfig(dict):
                 source=t.get("source", ""),
                 assumed=t.get("assumed", False),
             )
-            for t in self["targets"]
+            for t in self._document["targets"]
         )
 
 
@@ -132,7 +159,7 @@ def export_best(
     record = trial.record
     if record.plan is None:
         raise ValueError(f"trial {record.trial_id} has no plan to export")
-    plan = PhasePlan.from_dict(record.plan)
+    plan = record.plan
     metrics = {k: v for k, v in record.metrics.items() if isinstance(v, (int, float))}
     document = _plain(
         {

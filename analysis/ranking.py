@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from analysis.targets import Target, target_score, targets_met
+from trainables.phases import PhasePlan
 
 __all__ = ["RAN_PLAN", "STATUSES", "RankedTrial", "TrialRecord", "rank_trials", "ranking_json"]
 
@@ -29,7 +30,8 @@ class TrialRecord:
         metrics: The trial's last reported metrics (its final model).
         status: ``done`` (ran its plan), ``early_stopped`` (its own early
             stopping ended it), ``stopped`` (the scheduler stopped it) or ``failed``.
-        plan: The expanded phase plan as a dict.
+        plan: The expanded phase plan; a mapping (as results store it) is read into
+            a ``PhasePlan`` here, once.
         error: Why a failed trial failed.
     """
 
@@ -38,8 +40,12 @@ class TrialRecord:
     params: Mapping[str, Any]
     metrics: Mapping[str, Any]
     status: str
-    plan: Mapping[str, Any] | None = None
+    plan: PhasePlan | None = None
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.plan, Mapping):
+            object.__setattr__(self, "plan", PhasePlan.from_dict(self.plan))
 
     @property
     def epochs(self) -> int:

@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from analysis.ranking import TrialRecord
+from trainables.phases import PhasePlan
 from trainables.storage import ExperimentStore
 
 __all__ = ["ResultTables", "load_results", "trial_records", "write_results"]
@@ -230,7 +231,8 @@ def trial_records(trials: pa.Table) -> list[TrialRecord]:
             for k, v in row.items()
             if k.startswith("final/") and v is not None
         }
-        plan = json.loads(row["plan/json"]) if row.get("plan/json") else None
+        # The one place a stored plan is read: typed from here on.
+        plan = PhasePlan.from_dict(json.loads(row["plan/json"])) if row.get("plan/json") else None
         records.append(
             TrialRecord(
                 trial_id=row["trial_id"],

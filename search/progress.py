@@ -26,10 +26,10 @@ MULTI_TASK_METRICS = tuple(TASK_METRICS[task] for task in ("det", "seg", "cls"))
 def describe_trial(config: dict[str, Any], context: PlanContext) -> str:
     """Strategy and plan summary of a trial's config."""
     try:
-        plan = plan_for_trial(config, context).to_dict()
+        plan = plan_for_trial(config, context)
     except (PlanError, KeyError) as error:
         return f"{config.get('strategy')} (invalid plan: {error})"
-    return f"{plan['strategy']} {plan_summary(plan)}"
+    return f"{plan.strategy} {plan_summary(plan)}"
 
 
 class TrialProgress(Callback):

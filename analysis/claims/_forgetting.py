@@ -42,18 +42,18 @@ EWC_EFFECT_POINTS = 10.0
 
 
 def _uses_ewc(record: TrialRecord) -> bool:
-    if record.plan:
-        return any(phase.get("ewc") for phase in record.plan.get("phases", ()))
+    if record.plan is not None:
+        return any(phase.ewc is not None for phase in record.plan.phases)
     return bool(record.params.get("use_ewc"))
 
 
 def _earlier_tasks(record: TrialRecord) -> list[str]:
     """Tasks trained before the plan's last phase and not in it."""
-    phases = (record.plan or {}).get("phases", ())
+    phases = record.plan.phases if record.plan is not None else ()
     if not phases:
         return []
-    last = set(phases[-1].get("tasks", ()))
-    ordered = dict.fromkeys(t for phase in phases[:-1] for t in phase.get("tasks", ()))
+    last = set(phases[-1].tasks)
+    ordered = dict.fromkeys(t for phase in phases[:-1] for t in phase.tasks)
     return [task for task in ordered if task not in last]
 
 

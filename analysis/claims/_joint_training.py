@@ -8,8 +8,7 @@ weights are decided from the document alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from analysis.claims._catalogue import NOT_TESTED, REFUTED, SUPPORTED
 from analysis.claims._common import (
@@ -26,6 +25,7 @@ from analysis.claims._common import (
 )
 from analysis.ranking import TrialRecord
 from trainables.loss_ratio import loss_ratio_weights
+from trainables.phases import Phase, PhasePlan
 
 __all__ = [
     "BALANCED_RATIO",
@@ -55,26 +55,24 @@ REPORTED_ALPHA = 0.5
 WEIGHT_TOLERANCE = 0.05
 
 
-def _joint_phase(record: TrialRecord) -> tuple[int, Mapping[str, Any]] | None:
+def _joint_phase(record: TrialRecord) -> tuple[int, Phase] | None:
     """The plan's ``joint`` phase with its 1-based index (as epochs report ``phase``)."""
-    for index, phase in enumerate((record.plan or {}).get("phases", ()), start=1):
-        if phase.get("name") == "joint":
+    phases = record.plan.phases if record.plan is not None else ()
+    for index, phase in enumerate(phases, start=1):
+        if phase.name == "joint":
             return index, phase
     return None
 
 
 def _joint_method(record: TrialRecord) -> str | None:
     found = _joint_phase(record)
-    return ((found[1].get("weighting") or {}).get("method", "equal")) if found else None
+    return found[1].weighting.method if found else None
 
 
-def _fixed_lr(plan: Mapping[str, Any]) -> float | None:
+def _fixed_lr(plan: PhasePlan) -> float | None:
     """The plan's one learning rate when every phase keeps it constant, else None."""
-    phases = plan.get("phases", ())
-    rates = {float(phase["lr"]) for phase in phases}
-    constant = all(
-        (phase.get("lr_schedule") or {}).get("kind", "constant") == "constant" for phase in phases
-    )
+    rates = {float(phase.lr) for phase in plan.phases}
+    constant = all(phase.lr_schedule.kind == "constant" for phase in plan.phases)
     return rates.pop() if constant and len(rates) == 1 else None
 
 
@@ -100,10 +98,11 @@ def _check_loss_ratio_balanced(exp: Experiment) -> Outcome:
         )
     ratios = []
     for record in trials:
-        index, phase = _joint_phase(record) or (0, {})
+        found = _joint_phase(record)
+        index, tasks = (found[0], found[1].tasks) if found else (0, ())
         per_epoch = []
         for row in exp.curves.get(record.trial_id, []):
-            weights = [row.get(f"weight/{task}") for task in phase.get("tasks", ())]
+            weights = [row.get(f"weight/{task}") for task in tasks]
             weights = [float(w) for w in weights if isinstance(w, (int, float)) and w > 0]
             if row.get("phase") == index and len(weights) > 1:
                 per_epoch.append(max(weights) / min(weights))
@@ -232,7 +231,7 @@ def _check_fixed_lr_limits(exp: Experiment) -> Outcome:
     trials, missing = exp.trials("joint")
     if missing:
         return NOT_TESTED, missing, {}
-    planned = [r for r in trials if r.plan]
+    planned = [r for r in trials if r.plan is not None]
     fixed = best_first([r for r in planned if _fixed_lr(r.plan) is not None], MEAN_TASK_METRIC)
     decayed = best_first([r for r in planned if _fixed_lr(r.plan) is None], MEAN_TASK_METRIC)
     if not fixed or not decayed:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from analysis import plots
 from analysis.ranking import RAN_PLAN, RankedTrial, TrialRecord
 from analysis.recipes import plan_summary
 from analysis.targets import Target
+from trainables.phases import PhasePlan
 
 __all__ = [
     "_Context",
@@ -68,7 +69,7 @@ class _Context:
         return self.out / f"{_slug(name)}.png"
 
 
-def _recipe(plan: Mapping[str, Any] | None) -> str:
+def _recipe(plan: PhasePlan | None) -> str:
     return plan_summary(plan)
 
 

@@ -22,7 +22,7 @@ def _figures(context: _Context) -> list[_Block]:
     metrics = [*context.metrics, *(["val/loss"] if "val/loss" not in context.metrics else [])]
     for strategy in context.strategies:
         trials = context.trials_of(strategy)
-        plan = trials[0].record.plan or {}
+        plan = trials[0].record.plan
         path = plots.learning_curves(
             context.image(f"curves_{strategy}"),
             strategy,
@@ -32,7 +32,7 @@ def _figures(context: _Context) -> list[_Block]:
             metrics,
             context.targets,
             color=colors[strategy],
-            phase_names=[phase.get("name", "") for phase in plan.get("phases", [])],
+            phase_names=[phase.name for phase in plan.phases] if plan is not None else [],
         )
         if path is not None:
             blocks.append(

@@ -61,7 +61,7 @@ def train(
     except DataError as error:
         raise fail(str(error)) from None
     console.print(
-        f"retraining trial {document['trial_id']} ({plan.strategy}), {plan.total_epochs} epochs"
+        f"retraining trial {document.trial_id} ({plan.strategy}), {plan.total_epochs} epochs"
     )
     import torch
 
@@ -81,7 +81,7 @@ def train(
     final = reporter.history[-1] if reporter.history else {}
     (out / "retrain.json").write_text(
         json.dumps(
-            {"searched": document["metrics"], "retrained": final, "history": reporter.history},
+            {"searched": document.metrics, "retrained": final, "history": reporter.history},
             indent=2,
             default=str,
         )
@@ -92,7 +92,7 @@ def train(
     table.add_column("searched", justify="right")
     table.add_column("retrained", justify="right")
     for metric in (*shown, "target_score", "targets_met", "epoch"):
-        searched, retrained = document["metrics"].get(metric), final.get(metric)
+        searched, retrained = document.metrics.get(metric), final.get(metric)
         if metric in ("targets_met", "epoch"):
             # Counts; the search's results table holds them as floats.
             searched, retrained = (None if v is None else int(v) for v in (searched, retrained))

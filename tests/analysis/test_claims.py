@@ -40,6 +40,8 @@ def _record(
     status: str = "done",
     plan: Mapping[str, Any] | None = None,
 ) -> TrialRecord:
+    if plan is not None:
+        plan = {"strategy": strategy, **plan}
     return TrialRecord(trial_id, strategy, {}, dict(metrics), status, plan)
 
 
@@ -52,6 +54,7 @@ def _phase(name: str, tasks: list[str], **extra: Any) -> dict[str, Any]:
     phase = {
         "name": name,
         "epochs": 2,
+        "trainable": "all",
         "tasks": tasks,
         "weighting": {"method": "equal", "params": {}},
         "ewc": None,
