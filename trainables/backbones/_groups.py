@@ -1,4 +1,5 @@
-"""Ordered layer groups for any backbone ``nn.Module``, and the adapter the heads read.
+"""Ordered layer groups for any backbone ``nn.Module``: units, blocks and groups, and
+the "layer 140" index that says which group holds a given layer.
 
 A progressive recipe unfreezes "the top k layer groups". For the built-in
 ``small_cnn`` the groups are its own; for any other convolutional network they are
@@ -20,43 +21,32 @@ made here, in three steps:
    ``balance="params"`` cuts at equal shares of the parameter count instead.
    ``groups=[...]`` names the groups outright.
 
-The feature pyramid the dense heads read is the output of the last unit at each
-stride (input pixels per cell), found with one dry forward pass.
+The "layer 140" index maps a leaf layer's position (Keras's count) to the group
+that holds it, and so to the ``unfreeze_depth`` that trains it and every layer after
+it.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
-import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Literal
 
-import torch
 from torch import nn
 
-from trainables.callables import describe_error, import_callable
+from trainables.backbones._errors import BackboneError
 
 __all__ = [
-    "BackboneError",
-    "GroupedBackbone",
+    "HEAD_NAMES",
     "LayerGroup",
-    "LoadReport",
-    "adapt_backbone",
-    "describe_error",
+    "Unit",
     "find_blocks",
+    "find_units",
     "group_of_layer",
-    "import_factory",
     "layer_groups",
     "leaf_layers",
-    "load_weights",
-    "read_state_dict",
-    "torchvision_model",
     "unfreeze_depth_from_layer",
 ]
-
-logger = logging.getLogger(__name__)
 
 #: Names of trailing children that classify rather than extract features.
 HEAD_NAMES = frozenset({"fc", "classifier", "head", "heads", "avgpool", "global_pool", "pool"})
@@ -70,14 +60,7 @@ _HEAD_TYPES = (
 )
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
-#: Side of the zero image the dry forward pass runs on to measure strides.
-PROBE_SIZE = 64
-
 Unit = tuple[str, nn.Module]
-
-
-class BackboneError(ValueError):
-    """A backbone that cannot be built or grouped; the message names the config field."""
 
 
 class LayerGroup(nn.Sequential):
@@ -87,9 +70,6 @@ class LayerGroup(nn.Sequential):
     def __init__(self, units: Sequence[Unit]) -> None:
         super().__init__(collections.OrderedDict((p.replace(".", "_"), m) for p, m in units))
         self.paths = tuple(path for path, _ in units)
-
-
-# -- units, blocks and groups ------------------------------------------------
 
 
 def _has_params(module: nn.Module) -> bool:
@@ -300,145 +280,6 @@ def layer_groups(
     return nn.ModuleList(result)
 
 
-# -- the adapter the heads and the engine read ----------------------------------
-
-
-@torch.no_grad()
-def _dry_run(
-    run: Callable[[torch.Tensor], list[torch.Tensor]], module: nn.Module, in_channels: int
-) -> list[torch.Tensor]:
-    """Outputs of ``run`` on a zero image in eval mode; every module's mode is restored."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        return run(torch.zeros(1, in_channels, PROBE_SIZE, PROBE_SIZE))
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
-class GroupedBackbone(nn.Module):
-    """Any convolutional network as the heads and the engine see a backbone.
-
-    Attributes:
-        layer_groups: Ordered groups, input side first; the engine freezes them by index.
-        pyramid_channels, pyramid_strides: Channels and stride of every pyramid map.
-        out_features: Channels of the last map (the classifier's input).
-    """
-
-    def __init__(self, groups: nn.ModuleList, in_channels: int = 3) -> None:
-        super().__init__()
-        self.layer_groups = groups
-        self._level_units: list[int] = []
-
-        def every_unit(images: torch.Tensor) -> list[torch.Tensor]:
-            maps = []
-            for unit in self._units():
-                images = unit(images)
-                maps.append(images)
-            return maps
-
-        try:
-            maps = _dry_run(every_unit, self, in_channels)
-        except Exception as error:
-            raise BackboneError(
-                f"model: running the blocks in sequence fails ({describe_error(error)}); name"
-                " them with model.blocks or model.groups, or give the network its own"
-                " layer_groups and forward_pyramid"
-            ) from None
-        paths = [path for group in groups for path in group.paths]
-        for path, features in zip(paths, maps, strict=True):
-            if features.dim() != 4:
-                raise BackboneError(
-                    f"model: block {path!r} gives a {features.dim()}-d output, not an"
-                    " (N, C, H, W) feature map; name the feature blocks with model.blocks"
-                )
-        strides = [max(PROBE_SIZE // features.shape[-1], 1) for features in maps]
-        last_of_stride = {stride: index for index, stride in enumerate(strides)}
-        self._level_units = sorted(last_of_stride.values())
-        self.pyramid_channels = [maps[i].shape[1] for i in self._level_units]
-        self.pyramid_strides = [strides[i] for i in self._level_units]
-        self.out_features = self.pyramid_channels[-1]
-
-    def _units(self) -> Iterator[nn.Module]:
-        for group in self.layer_groups:
-            yield from group
-
-    def forward_pyramid(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """The last map at each stride, input side first."""
-        levels = iter(self._level_units)
-        wanted = next(levels)
-        maps = []
-        for index, unit in enumerate(self._units()):
-            images = unit(images)
-            if index == wanted:
-                maps.append(images)
-                wanted = next(levels, -1)
-        return maps
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Globally pooled features, shape (N, out_features)."""
-        for unit in self._units():
-            images = unit(images)
-        return images.mean(dim=(2, 3))
-
-
-def _check_native(module: nn.Module, in_channels: int) -> nn.Module:
-    """A module with its own ``layer_groups`` and ``forward_pyramid``, completed with
-    the pyramid's channels and strides when it does not give them."""
-    in_groups = {id(p) for group in module.layer_groups for p in group.parameters()}
-    outside = [name for name, p in module.named_parameters() if id(p) not in in_groups]
-    if outside:
-        raise BackboneError(
-            f"model.factory: parameters outside layer_groups would never train: {outside[:3]}"
-        )
-    if not hasattr(module, "pyramid_channels") or not hasattr(module, "pyramid_strides"):
-        try:
-            maps = _dry_run(module.forward_pyramid, module, in_channels)
-        except Exception as error:
-            raise BackboneError(
-                f"model.factory: forward_pyramid fails on a {PROBE_SIZE}x{PROBE_SIZE} image"
-                f" ({describe_error(error)})"
-            ) from None
-        module.pyramid_channels = [m.shape[1] for m in maps]
-        module.pyramid_strides = [max(PROBE_SIZE // m.shape[-1], 1) for m in maps]
-    if not hasattr(module, "out_features"):
-        module.out_features = module.pyramid_channels[-1]
-    return module
-
-
-def adapt_backbone(
-    module: nn.Module,
-    num_groups: int | None = None,
-    *,
-    blocks: str | None = None,
-    groups: Sequence[str] | None = None,
-    balance: Literal["blocks", "params"] = "blocks",
-    in_channels: int = 3,
-) -> nn.Module:
-    """``module`` as a backbone: with ``layer_groups``, ``forward_pyramid``,
-    ``pyramid_channels``, ``pyramid_strides`` and ``out_features``.
-
-    A module that has ``layer_groups`` and ``forward_pyramid`` already is kept as it
-    is (its group count is fixed); any other is split by :func:`layer_groups` into a
-    :class:`GroupedBackbone`, dropping its classifier.
-    """
-    if hasattr(module, "layer_groups") and hasattr(module, "forward_pyramid"):
-        if blocks is not None or groups is not None:
-            raise BackboneError(
-                "model.groups: the model has its own layer_groups; leave groups and blocks out"
-            )
-        count = len(module.layer_groups)
-        if num_groups is not None and num_groups != count:
-            raise BackboneError(
-                f"model.num_groups: the model has its own {count} layer groups;"
-                f" set it to {count} or leave it out"
-            )
-        return _check_native(module, in_channels)
-    split = layer_groups(module, num_groups, blocks=blocks, groups=groups, balance=balance)
-    return GroupedBackbone(split, in_channels)
-
-
 # -- the "layer 140" index ------------------------------------------------------
 
 
@@ -479,107 +320,3 @@ def unfreeze_depth_from_layer(backbone: nn.Module, layer: int, *, of: int | None
     layer trains whole, so a few layers before it train too.
     """
     return len(backbone.layer_groups) - group_of_layer(backbone, layer, of=of)
-
-
-# -- where the network comes from -------------------------------------------------
-
-
-def torchvision_model(name: str) -> nn.Module:
-    """``torchvision.models.get_model(name, weights=None)``: never downloads."""
-    try:
-        import torchvision.models
-    except Exception as error:  # a CUDA-only build raises RuntimeError, not ImportError
-        raise BackboneError(
-            f"model.backbone: torchvision:{name} needs torchvision, which does not import"
-            f" ({describe_error(error)}); install the torchvision extra (a torchvision built"
-            " for this torch)"
-        ) from None
-    # Classification models only: detection and segmentation models bring their own heads.
-    if name not in torchvision.models.list_models(module=torchvision.models):
-        raise BackboneError(
-            f"model.backbone: torchvision has no classification model {name!r};"
-            " see torchvision.models.list_models(module=torchvision.models)"
-        )
-    return torchvision.models.get_model(name, weights=None)
-
-
-def import_factory(path: str) -> Callable[..., nn.Module]:
-    """The network factory named ``"package.module:function"``."""
-    try:
-        return import_callable(path, "model.factory")
-    except ValueError as error:
-        raise BackboneError(str(error)) from None
-
-
-# -- weights from a local file ------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadReport:
-    """Keys a weights file lacked, had in excess, or had with another shape."""
-
-    missing: tuple[str, ...] = ()
-    unexpected: tuple[str, ...] = ()
-    mismatched: tuple[str, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.missing or self.unexpected or self.mismatched)
-
-    def summary(self) -> str:
-        parts = []
-        for label, keys in (
-            ("missing", self.missing),
-            ("unexpected", self.unexpected),
-            ("wrong shape", self.mismatched),
-        ):
-            if keys:
-                shown = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
-                parts.append(f"{len(keys)} {label} ({shown})")
-        return "; ".join(parts)
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a local file, unwrapped from ``state_dict``/``model`` and
-    from DDP's ``module.`` prefix."""
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise BackboneError(f"model.weights: no such file {str(path)!r}") from None
-    except Exception as error:
-        raise BackboneError(
-            f"model.weights: {str(path)!r} is not a state dict saved with torch.save"
-            f" ({type(error).__name__})"
-        ) from None
-    for key in ("state_dict", "model"):
-        if isinstance(raw, Mapping) and isinstance(raw.get(key), Mapping):
-            raw = raw[key]
-    if not isinstance(raw, Mapping) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise BackboneError(f"model.weights: {str(path)!r} holds no mapping of names to tensors")
-    if raw and all(k.startswith("module.") for k in raw):
-        raw = {k.removeprefix("module."): v for k, v in raw.items()}
-    return dict(raw)
-
-
-def load_weights(module: nn.Module, path: str | Path, *, strict: bool = True) -> LoadReport:
-    """Load a local state dict into ``module`` (the network as built, classifier included).
-
-    Strict: any missing, unexpected or reshaped key is an error. Otherwise what
-    matches loads and the rest is logged and returned.
-    """
-    state = read_state_dict(path)
-    own = module.state_dict()
-    mismatched = tuple(sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape))
-    report = LoadReport(
-        missing=tuple(sorted(k for k in own if k not in state)),
-        unexpected=tuple(sorted(k for k in state if k not in own)),
-        mismatched=mismatched,
-    )
-    if report and strict:
-        raise BackboneError(
-            f"model.weights: {str(path)!r} does not fit the model: {report.summary()};"
-            " set model.strict_weights: false to load what fits"
-        )
-    module.load_state_dict({k: v for k, v in state.items() if k not in mismatched}, strict=False)
-    if report:
-        logger.warning("model.weights: loaded %s except %s", path, report.summary())
-    return report
