@@ -31,6 +31,13 @@ from trainables.strategies._expression import (
     parse_text,
 )
 from trainables.strategies._factory import FactoryStrategy
+from trainables.strategies._params import (
+    JointParams,
+    ProgressiveParams,
+    SequentialParams,
+    SinglePhaseParams,
+    StrategyParams,
+)
 from trainables.strategies._written import PLAN_FIELDS, WrittenStrategy
 from trainables.weighting import check_weighting
 
@@ -45,8 +52,13 @@ __all__ = [
     "Expression",
     "ExpressionError",
     "FactoryStrategy",
+    "JointParams",
     "PlanContext",
+    "ProgressiveParams",
+    "SequentialParams",
+    "SinglePhaseParams",
     "StrategyBuilder",
+    "StrategyParams",
     "WrittenStrategy",
     "build_plan",
     "joint",

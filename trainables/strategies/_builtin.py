@@ -21,6 +21,15 @@ from trainables.phases import (
     WeightingSpec,
 )
 from trainables.strategies._context import PlanContext
+from trainables.strategies._params import (
+    JointParams,
+    ProgressiveParams,
+    ScheduleParams,
+    SequentialParams,
+    SinglePhaseParams,
+    StrategyParams,
+    required,
+)
 from trainables.weighting import WEIGHTING_PARAMS
 
 __all__ = [
@@ -61,58 +70,53 @@ WEIGHTING_PARAM_NAMES: dict[str, tuple[str, ...]] = {
 _EQUAL = WeightingSpec("equal")
 
 
-def _early_stopping(params: Mapping[str, Any]) -> EarlyStopping | None:
-    patience = params.get("early_stopping_patience")
+def _early_stopping(params: StrategyParams) -> EarlyStopping | None:
+    patience = params.early_stopping_patience
     if patience is None or patience <= 0:
         return None
-    return EarlyStopping(patience=int(patience), metric="val/loss", mode="min")
+    return EarlyStopping(patience=patience, metric="val/loss", mode="min")
 
 
 def _lr_schedule(
-    params: Mapping[str, Any], lr: float, default: str, context: PlanContext
+    params: ScheduleParams, lr: float, default: str, context: PlanContext
 ) -> LRSchedule:
-    """The schedule ``params["lr_schedule"]`` names (``default`` if absent) for a phase at ``lr``.
-
-    Reads ``final_lr`` (cosine, default 1e-5), ``step_size``/``step_gamma`` (step),
-    ``plateau_factor``/``plateau_patience`` (plateau) and ``one_cycle_pct_start``,
-    ``one_cycle_div``, ``one_cycle_final_div`` (one_cycle); the other kinds' params are
-    ignored. ``lr_warmup_epochs`` (default 0) puts a linear warmup in front of any kind.
-    """
-    kind = params.get("lr_schedule") or default
+    """The schedule ``params.lr_schedule`` names (``default`` if none) for a phase at ``lr``,
+    from that kind's fields of ``params``; ``lr_warmup_epochs`` puts a linear warmup in
+    front of any kind."""
+    kind = params.lr_schedule or default
     # Counted in epochs, so scaled like the phase; 0 stays 0 (no warmup).
-    warmup = context.optional_epochs(int(params.get("lr_warmup_epochs", 0)))
+    warmup = context.optional_epochs(params.lr_warmup_epochs)
     if kind == "cosine":
         # A phase that starts below final_lr (late progressive phases) stays at its lr
         # instead of annealing upwards.
-        final_lr = min(float(params.get("final_lr", 1e-5)), lr)
-        return LRSchedule(kind, final_lr=final_lr, warmup_epochs=warmup)
+        return LRSchedule(kind, final_lr=min(params.final_lr, lr), warmup_epochs=warmup)
     if kind == "step":
         # Scaled like the phase, so a shortened phase still decays as often.
         return LRSchedule(
             kind,
-            step_size=context.epochs(int(params["step_size"])),
-            gamma=float(params.get("step_gamma", 0.1)),
+            step_size=context.epochs(required(params.step_size, "step_size")),
+            gamma=params.step_gamma,
             warmup_epochs=warmup,
         )
     if kind == "plateau":
         return LRSchedule(
             kind,
-            factor=float(params.get("plateau_factor", 0.1)),
-            patience=int(params.get("plateau_patience", 2)),
+            factor=params.plateau_factor,
+            patience=params.plateau_patience,
             warmup_epochs=warmup,
         )
     if kind == "one_cycle":
         return LRSchedule(
             kind,
-            pct_start=float(params.get("one_cycle_pct_start", 0.3)),
-            div=float(params.get("one_cycle_div", 25.0)),
-            final_div=float(params.get("one_cycle_final_div", 1.0e4)),
+            pct_start=params.one_cycle_pct_start,
+            div=params.one_cycle_div,
+            final_div=params.one_cycle_final_div,
             warmup_epochs=warmup,
         )
     return LRSchedule(kind, warmup_epochs=warmup)
 
 
-def progressive(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
+def progressive(raw: Mapping[str, Any], context: PlanContext) -> PhasePlan:
     """Frozen backbone, then the top ``unfreeze_depth`` groups, then everything.
 
     Each phase's lr is the previous one divided by ``lr_decay`` (the document: 10x).
@@ -127,26 +131,26 @@ def progressive(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
         head_lr_cls: Multiplier of the classifier head's lr (default 1).
         batch_size, dropout, weight_decay, early_stopping_patience (0 = off).
     """
-    if "preset" in params and params["preset"] is not None:
-        if params["preset"] not in PROGRESSIVE_PRESETS:
+    params = ProgressiveParams.read(raw)
+    if params.preset is not None:
+        if params.preset not in PROGRESSIVE_PRESETS:
             raise PlanError(
-                f"preset: use one of {', '.join(PROGRESSIVE_PRESETS)}, got {params['preset']!r}"
+                f"preset: use one of {', '.join(PROGRESSIVE_PRESETS)}, got {params.preset!r}"
             )
-        frozen, partial, full = PROGRESSIVE_PRESETS[params["preset"]]
+        frozen, partial, full = PROGRESSIVE_PRESETS[params.preset]
     else:
         frozen, partial, full = (
-            int(params["frozen_epochs"]),
-            int(params["partial_epochs"]),
-            int(params["full_epochs"]),
+            required(params.frozen_epochs, "frozen_epochs"),
+            required(params.partial_epochs, "partial_epochs"),
+            required(params.full_epochs, "full_epochs"),
         )
-    base_lr = float(params["base_lr"])
-    decay = float(params.get("lr_decay", 10.0))
+    base_lr, decay = params.base_lr, params.lr_decay
     if decay <= 0:
         raise PlanError(f"lr_decay: must be > 0, got {decay}")
     stopping = _early_stopping(params)
     stages = (
         ("frozen", frozen, "none", base_lr),
-        ("partial", partial, int(params["unfreeze_depth"]), base_lr / decay),
+        ("partial", partial, params.unfreeze_depth, base_lr / decay),
         ("full", full, "all", base_lr / decay**2),
     )
     phases = tuple(
@@ -157,14 +161,14 @@ def progressive(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
             lr,
             lr_schedule=_lr_schedule(params, lr, "constant", context),
             early_stopping=stopping,
-            head_lr=_active(_head_lr(params), ("cls",)),
+            head_lr=_active(params.head_lr(), ("cls",)),
         )
         for name, epochs, trainable, lr in stages
     )
     return _plan("progressive", phases, params, context)
 
 
-def single_phase(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
+def single_phase(raw: Mapping[str, Any], context: PlanContext) -> PhasePlan:
     """All layers train from the start with ReduceLROnPlateau and early stopping.
 
     Params:
@@ -173,20 +177,20 @@ def single_phase(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
         early_stopping_patience (0 = off), batch_size, dropout, weight_decay;
         head_lr_cls (multiplier of the classifier head's lr, default 1).
     """
-    lr = float(params["lr"])
+    params = SinglePhaseParams.read(raw)
     phase = Phase(
         "end_to_end",
-        context.epochs(int(params["epochs"])),
+        context.epochs(params.epochs),
         "all",
-        lr,
-        lr_schedule=_lr_schedule(params, lr, "plateau", context),
+        params.lr,
+        lr_schedule=_lr_schedule(params, params.lr, "plateau", context),
         early_stopping=_early_stopping(params),
-        head_lr=_active(_head_lr(params), ("cls",)),
+        head_lr=_active(params.head_lr(), ("cls",)),
     )
     return _plan("single_phase", (phase,), params, context)
 
 
-def joint(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
+def joint(raw: Mapping[str, Any], context: PlanContext) -> PhasePlan:
     """The multi-task document's strategy: warmup, joint training of all tasks, fine-tune.
 
     The document: 5 epochs of warmup with tasks trained individually, 40 joint epochs
@@ -208,14 +212,15 @@ def joint(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
         head_lr_seg, head_lr_det, head_lr_cls: Multipliers of the heads' lr.
         label_smoothing, focal_gamma, batch_size, dropout, weight_decay.
     """
-    lr = float(params["lr"])
-    head_lr = _head_lr(params)
+    params = JointParams.read(raw)
+    lr = params.lr
+    head_lr = params.head_lr()
     weighting = _weighting(params)
-    phases = _warmup(params, lr, weighting, head_lr, context)
+    phases = _warmup(params, weighting, head_lr, context)
     phases.append(
         Phase(
             "joint",
-            context.epochs(int(params["joint_epochs"])),
+            context.epochs(params.joint_epochs),
             "all",
             lr,
             lr_schedule=_lr_schedule(params, lr, "constant", context),
@@ -225,14 +230,14 @@ def joint(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
             head_lr=head_lr,
         )
     )
-    finetune = context.optional_epochs(_count(params, "finetune_epochs"))
+    finetune = context.optional_epochs(_count(params.finetune_epochs, "finetune_epochs"))
     if finetune:
         phases.append(
             Phase(
                 "finetune",
                 finetune,
                 "all",
-                lr * float(params.get("finetune_lr_factor", 1.0)),
+                lr * params.finetune_lr_factor,
                 tasks=MULTITASK_TASKS,
                 weighting=_EQUAL,
                 head_lr=head_lr,
@@ -241,7 +246,7 @@ def joint(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
     return _plan("joint", tuple(phases), params, context)
 
 
-def sequential(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
+def sequential(raw: Mapping[str, Any], context: PlanContext) -> PhasePlan:
     """One task after another, the baseline the multi-task document replaced.
 
     The document reports catastrophic forgetting (a >90% drop on earlier tasks) and
@@ -257,18 +262,18 @@ def sequential(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
         head_lr_seg, head_lr_det, head_lr_cls, label_smoothing, focal_gamma,
         batch_size, dropout, weight_decay.
     """
-    raw_order = str(params.get("order", ",".join(MULTITASK_TASKS)))
-    order = tuple(task.strip() for task in raw_order.split(","))
+    params = SequentialParams.read(raw)
+    order = tuple(task.strip() for task in params.order.split(","))
     if len(set(order)) != len(order):
-        raise PlanError(f"order: name each task once, got {raw_order!r}")
-    lr = float(params["lr"])
-    epochs = context.epochs(int(params["task_epochs"]))
+        raise PlanError(f"order: name each task once, got {params.order!r}")
+    lr = params.lr
+    epochs = context.epochs(params.task_epochs)
     ewc = (
-        EWCSpec(float(params["ewc_lambda"]), int(params.get("fisher_batches", 20)))
-        if params.get("use_ewc")
+        EWCSpec(required(params.ewc_lambda, "ewc_lambda"), params.fisher_batches)
+        if params.use_ewc
         else None
     )
-    head_lr = _head_lr(params)
+    head_lr = params.head_lr()
     phases = tuple(
         Phase(
             f"task/{task}",
@@ -286,17 +291,16 @@ def sequential(params: Mapping[str, Any], context: PlanContext) -> PhasePlan:
 
 
 def _warmup(
-    params: Mapping[str, Any],
-    lr: float,
+    params: JointParams,
     weighting: WeightingSpec,
     head_lr: Mapping[str, float],
     context: PlanContext,
 ) -> list[Phase]:
-    style = params.get("warmup_style", "alternate")
+    style, lr = params.warmup_style, params.lr
     if style not in WARMUP_STYLES:
         raise PlanError(f"warmup_style: use one of {', '.join(WARMUP_STYLES)}, got {style!r}")
     if style == "alternate":
-        epochs = context.optional_epochs(_count(params, "warmup_epochs"))
+        epochs = context.optional_epochs(_count(params.warmup_epochs, "warmup_epochs"))
         if not epochs:
             return []
         return [
@@ -312,7 +316,8 @@ def _warmup(
         ]
     phases = []
     for k, task in enumerate(MULTITASK_TASKS, start=1):
-        epochs = context.optional_epochs(_count(params, f"warmup_{task}"))
+        name = f"warmup_{task}"
+        epochs = context.optional_epochs(_count(getattr(params, name), name))
         if not epochs:
             continue
         tasks = (task,) if style == "per_task" else MULTITASK_TASKS[:k]
@@ -331,28 +336,22 @@ def _warmup(
     return phases
 
 
-def _count(params: Mapping[str, Any], name: str) -> int:
+def _count(value: int | None, name: str) -> int:
     """A phase length where 0 means the phase is skipped."""
-    value = int(params[name])
+    value = required(value, name)
     if value < 0:
         raise PlanError(f"{name}: must be >= 0 (0 skips the phase), got {value}")
     return value
 
 
-def _weighting(params: Mapping[str, Any]) -> WeightingSpec:
-    method = params.get("weighting", "loss_ratio")
+def _weighting(params: JointParams) -> WeightingSpec:
+    method = params.weighting
     if method not in WEIGHTING_PARAM_NAMES:
         raise PlanError(f"weighting: use one of {', '.join(WEIGHTING_PARAM_NAMES)}, got {method!r}")
-    taken = WEIGHTING_PARAM_NAMES[method]
-    return WeightingSpec(method, {name: float(params[name]) for name in taken if name in params})
-
-
-def _head_lr(params: Mapping[str, Any]) -> dict[str, float]:
-    return {
-        task: float(params[f"head_lr_{task}"])
-        for task in MULTITASK_TASKS
-        if f"head_lr_{task}" in params
-    }
+    given = params.weighting_params
+    return WeightingSpec(
+        method, {name: given[name] for name in WEIGHTING_PARAM_NAMES[method] if name in given}
+    )
 
 
 def _active(head_lr: Mapping[str, float], tasks: tuple[str, ...]) -> dict[str, float]:
@@ -361,21 +360,21 @@ def _active(head_lr: Mapping[str, float], tasks: tuple[str, ...]) -> dict[str, f
 
 
 def _plan(
-    strategy: str, phases: tuple[Phase, ...], params: Mapping[str, Any], context: PlanContext
+    strategy: str, phases: tuple[Phase, ...], params: StrategyParams, context: PlanContext
 ) -> PhasePlan:
     model = context.model
-    if "dropout" in params:
-        model = dataclasses.replace(model, dropout=float(params["dropout"]))
+    if params.dropout is not None:
+        model = dataclasses.replace(model, dropout=params.dropout)
     return PhasePlan(
         strategy=strategy,
         phases=phases,
         model=model,
         data=context.data,
-        batch_size=int(params.get("batch_size", 64)),
+        batch_size=params.batch_size,
         seed=context.seed,
-        weight_decay=float(params.get("weight_decay", 0.0)),
-        label_smoothing=float(params.get("label_smoothing", 0.0)),
-        focal_gamma=float(params.get("focal_gamma", 0.0)),
+        weight_decay=params.weight_decay,
+        label_smoothing=params.label_smoothing,
+        focal_gamma=params.focal_gamma,
     ).validate()
 
 
