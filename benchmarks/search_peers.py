@@ -428,20 +428,21 @@ def tune_optuna_asha(
 # -- neps-priorband -------------------------------------------------------------------
 
 
-def _branch(strategy: str, **params: Any) -> tuple[str, dict[str, Any]]:
-    """A NePS Operation's callable: the branch's strategy and its sampled values."""
-    return strategy, params
+#: Between a strategy's name and its parameter's in NePS's flat space.
+_SEP = "__"
 
 
 def _neps_param(domain: Any, prior: Any) -> Any:
-    """One phasetune domain as a NePS parameter, with ``prior`` (None: none)."""
+    """One searched phasetune domain as a NePS parameter, with ``prior`` (None: none).
+    A categorical's choices are their indices: NePS's classic space keeps a set of the
+    choices, whose order for strings changes from one process to the next."""
     import neps
 
     with_prior = {} if prior is None else {"prior_confidence": "medium"}
     if isinstance(domain, Categorical):
         if prior is not None:
             with_prior["prior"] = domain.choices.index(prior)
-        return neps.Categorical(tuple(domain.choices), **with_prior)
+        return neps.Categorical(tuple(range(len(domain.choices))), **with_prior)
     if isinstance(domain, IntRange):
         if prior is not None:
             with_prior["prior"] = int(prior)
@@ -450,7 +451,7 @@ def _neps_param(domain: Any, prior: Any) -> Any:
         if prior is not None:
             with_prior["prior"] = float(prior)
         return neps.Float(domain.low, domain.high, log=domain.log, **with_prior)
-    return domain.value  # Fixed: a constant
+    raise TypeError(f"not a searched domain: {domain!r}")
 
 
 def _statically_active(space: StrategySpace, name: str) -> bool:
@@ -466,36 +467,56 @@ def _statically_active(space: StrategySpace, name: str) -> bool:
     return _statically_active(space, when.param)
 
 
-def _branch_operation(space: StrategySpace) -> Any:
-    import neps
-
-    prior = space.baselines[0].params if space.baselines else {}
-    kwargs = {
-        name: _neps_param(domain, prior.get(name) if not isinstance(domain, Fixed) else None)
+def _searched(space: StrategySpace) -> dict[str, Any]:
+    """The strategy's parameters NePS samples: neither fixed nor switched off by one."""
+    return {
+        name: domain
         for name, domain in space.params.items()
-        if _statically_active(space, name)
+        if not isinstance(domain, Fixed) and _statically_active(space, name)
     }
-    return neps.Operation(_branch, args=(space.strategy,), kwargs=kwargs)
 
 
 def neps_space(space: SearchSpace, min_epochs: int, max_epochs: int) -> Any:
-    """phasetune's space as a NePS PipelineSpace: a categorical of one Operation per
-    strategy, and epochs as an integer fidelity."""
+    """phasetune's space as a flat NePS PipelineSpace: the strategy (by index), every
+    strategy's searched parameters as ``<strategy>__<name>``, and epochs as an integer
+    fidelity. Flat, NePS runs its classic PriorBand, which samples around each prior;
+    its PriorBand for spaces with ``Operation`` branches (NePS 0.17) samples the prior
+    configuration itself every time. Each parameter's prior is its strategy's first
+    documented recipe (medium confidence); the strategy's, the first strategy with a
+    recipe (low confidence)."""
     import neps
 
     strategies = tuple(space.strategies)
     with_recipe = next((i for i, s in enumerate(strategies) if s.baselines), None)
     prior = {} if with_recipe is None else {"prior": with_recipe, "prior_confidence": "low"}
-    attributes = {
-        "strategy": neps.Categorical(tuple(_branch_operation(s) for s in strategies), **prior),
-        "epochs": neps.IntegerFidelity(min_epochs, max_epochs),
+    attributes: dict[str, Any] = {
+        "strategy": neps.Categorical(tuple(range(len(strategies))), **prior)
     }
+    for strategy in strategies:
+        recipe = strategy.baselines[0].params if strategy.baselines else {}
+        for name, domain in _searched(strategy).items():
+            attributes[f"{strategy.strategy}{_SEP}{name}"] = _neps_param(domain, recipe.get(name))
+    attributes["epochs"] = neps.IntegerFidelity(min_epochs, max_epochs)
     # NePS pickles the space; a class made with type() would not unpickle, so the
     # space is a module-level class whose attributes are set here.
     space_class = type("PriorBandSpace", (neps.PipelineSpace,), attributes)
     space_class.__module__ = __name__
     globals()["PriorBandSpace"] = space_class
     return space_class()
+
+
+def _from_neps(space: SearchSpace, config: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial config from NePS's flat one: the chosen strategy's parameters, each
+    categorical's choice by its index, the fixed ones, less those switched off."""
+    strategy = space.strategies[int(config["strategy"])]
+    values: dict[str, Any] = {
+        name: domain.value for name, domain in strategy.params.items() if isinstance(domain, Fixed)
+    }
+    for name, domain in _searched(strategy).items():
+        value = config[f"{strategy.strategy}{_SEP}{name}"]
+        values[name] = domain.choices[int(value)] if isinstance(domain, Categorical) else value
+    active = strategy.active(values)
+    return _point(strategy.strategy, {k: v for k, v in values.items() if k in active})
 
 
 def neps_priorband(
@@ -508,21 +529,17 @@ def neps_priorband(
         logging.getLogger(name).setLevel(logging.ERROR)
     started = time.perf_counter()
     space = config.search_space()
-    by_name = {s.strategy: s for s in space.strategies}
     runner = _Runner(config, log, threads)
     seed = config.search.seed
     trials = 0
 
     def evaluate(
-        pipeline_directory: Path,
-        previous_pipeline_directory: Path | None,
-        strategy: tuple[str, dict[str, Any]],
-        epochs: int,
+        pipeline_directory: Path, previous_pipeline_directory: Path | None, **config: Any
     ) -> dict[str, Any]:
         nonlocal trials
         trials += 1
-        name, values = strategy
-        values = {k: v for k, v in values.items() if k in by_name[name].active(values)}
+        point = _from_neps(space, config)
+        epochs = int(config["epochs"])
         checkpoint = Path(pipeline_directory) / CHECKPOINT_FILE
         earlier = (
             Path(previous_pipeline_directory) / CHECKPOINT_FILE
@@ -533,7 +550,7 @@ def neps_priorband(
             metrics, trained = runner.train(
                 # A promotion continues the same configuration: one trial.
                 re.sub(r"_rung_\d+$", "", Path(pipeline_directory).name),
-                _point(name, values),
+                point,
                 until=epochs,
                 resume_from=earlier,
                 save_to=checkpoint,
@@ -547,7 +564,7 @@ def neps_priorband(
         return {
             "objective_to_minimize": -float(metrics["target_score"]),
             "cost": trained,
-            "info_dict": {"point": _point(name, values)},
+            "info_dict": {"point": point},
         }
 
     random.seed(seed)
@@ -559,9 +576,8 @@ def neps_priorband(
         root_directory=str(root / "neps-priorband"),
         overwrite_root_directory=True,
         total_cost_to_spend=log.budget,
-        # Sampling the prior first with Operation branches stops the worker in NePS
-        # 0.17; at the highest fidelity it works.
-        optimizer=("priorband", {"sample_prior_first": "highest_fidelity", "eta": 3}),
+        # The documents' recipe first, as the other searches start with the recipes.
+        optimizer=("priorband", {"sample_prior_first": True, "eta": 3}),
     )
     return PeerOutcome(
         best=log.best(),

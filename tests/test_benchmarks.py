@@ -584,16 +584,30 @@ def test_neps_space_carries_the_documents_recipes_as_priors():
     peers = _load("search_peers")
     from search.config import load_experiment
 
-    space = peers.neps_space(load_experiment(None).search_space(), 2, 20)
-    branches = type(space).strategy.choices
-    assert [branch._args[0] for branch in branches] == ["progressive", "single_phase"]
-    progressive = branches[0]._kwargs
-    assert progressive["frozen_epochs"].prior == 3
-    assert progressive["base_lr"].prior == pytest.approx(1e-3)
-    # A parameter a fixed one switches off is left out; a fixed one is a constant.
-    assert progressive["lr_schedule"] == "constant"
-    assert "step_size" not in progressive
-    assert "plateau_factor" in branches[1]._kwargs
+    search_space = load_experiment(None).search_space()
+    space = type(peers.neps_space(search_space, 2, 20))
+    # The strategy by its index; the first strategy with a recipe is its prior.
+    assert space.strategy.choices == (0, 1) and space.strategy.prior == 0
+    assert space.progressive__frozen_epochs.prior == 3
+    assert space.progressive__base_lr.prior == pytest.approx(1e-3)
+    assert space.epochs.lower == 2 and space.epochs.upper == 20
+    # Fixed parameters, and those a fixed one switches off, are not sampled.
+    assert not hasattr(space, "progressive__lr_schedule")
+    assert not hasattr(space, "progressive__step_size")
+    assert hasattr(space, "single_phase__plateau_factor")
+    # Flat, NePS runs its classic PriorBand (which samples around the priors).
+    from neps.space.neps_spaces.neps_space import convert_neps_to_classic_search_space
+
+    assert convert_neps_to_classic_search_space(space()) is not None
+    # A sampled configuration back as a trial config: choices by index, the fixed
+    # parameters put back.
+    config = {
+        name: getattr(space, name).prior for name in vars(space) if name.startswith("progressive__")
+    }
+    point = peers._from_neps(search_space, {"strategy": 0, "epochs": 20, **config})
+    recipe = search_space.strategies[0].baselines[0].params
+    assert point["strategy"] == "progressive"
+    assert {k: point["progressive"][k] for k in recipe} == pytest.approx(recipe)
 
 
 def test_search_efficiency_gives_each_peer_phasetune_epochs_and_compares(
