@@ -129,6 +129,7 @@ def _trial_row(
     params = config.get(strategy, {}) if strategy else {}
     last = history[-1] if history else {}
     status = _status(history, error)
+    phases = PhasePlan.from_dict(plan).phases if plan else None
     row: dict[str, Any] = {
         "trial_id": trial_id,
         "status": status,
@@ -136,10 +137,10 @@ def _trial_row(
         "strategy": strategy,
         "epochs": int(last.get("epoch", 0) or 0),
         "wall_time_s": float(last.get("time_total_s", 0.0) or 0.0),
-        "plan/total_epochs": sum(p["epochs"] for p in plan["phases"]) if plan else None,
-        "plan/epochs": [p["epochs"] for p in plan["phases"]] if plan else None,
-        "plan/lr": [float(p["lr"]) for p in plan["phases"]] if plan else None,
-        "plan/trainable": [str(p["trainable"]) for p in plan["phases"]] if plan else None,
+        "plan/total_epochs": sum(p.epochs for p in phases) if phases is not None else None,
+        "plan/epochs": [p.epochs for p in phases] if phases is not None else None,
+        "plan/lr": [float(p.lr) for p in phases] if phases is not None else None,
+        "plan/trainable": [str(p.trainable) for p in phases] if phases is not None else None,
         "plan/json": json.dumps(plan) if plan else None,
     }
     for name, value in params.items():
