@@ -157,9 +157,9 @@ def export_best(
     recipe as written beside the plan it expanded to (training again reads the plan).
     """
     record = trial.record
-    if record.plan is None:
+    if record.phase_plan is None:
         raise ValueError(f"trial {record.trial_id} has no plan to export")
-    plan = record.plan
+    plan = record.phase_plan
     metrics = {k: v for k, v in record.metrics.items() if isinstance(v, (int, float))}
     document = _plain(
         {

@@ -30,9 +30,10 @@ class TrialRecord:
         metrics: The trial's last reported metrics (its final model).
         status: ``done`` (ran its plan), ``early_stopped`` (its own early
             stopping ended it), ``stopped`` (the scheduler stopped it) or ``failed``.
-        plan: The expanded phase plan; a mapping (as results store it) is read into
-            a ``PhasePlan`` here, once.
+        plan: The expanded phase plan as results store it (plain data).
         error: Why a failed trial failed.
+        phase_plan: ``plan`` read into a ``PhasePlan`` once, here: what the analysis
+            reads.
     """
 
     trial_id: str
@@ -40,12 +41,13 @@ class TrialRecord:
     params: Mapping[str, Any]
     metrics: Mapping[str, Any]
     status: str
-    plan: PhasePlan | None = None
+    plan: Mapping[str, Any] | None = None
     error: str | None = None
+    phase_plan: PhasePlan | None = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.plan, Mapping):
-            object.__setattr__(self, "plan", PhasePlan.from_dict(self.plan))
+        typed = PhasePlan.from_dict(self.plan) if self.plan else None
+        object.__setattr__(self, "phase_plan", typed)
 
     @property
     def epochs(self) -> int:

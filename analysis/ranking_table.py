@@ -72,7 +72,7 @@ def ranking_table_rows(
     """The first ``limit`` (None: all) ranked trials as rows; the front and the forgetting
     columns are decided over all of them."""
     metrics = tuple(dict.fromkeys(target.metric for target in targets))
-    tasks = [plan_tasks(item.record.plan) for item in ranked]
+    tasks = [plan_tasks(item.record.phase_plan) for item in ranked]
     forgetting_tasks = tuple(
         t for t in _FORGETTING_ORDER if any(t in s for s in tasks if len(s) > 1)
     )
@@ -87,7 +87,7 @@ def ranking_table_rows(
                 rank=item.rank,
                 trial_id=record.trial_id,
                 strategy=record.strategy,
-                recipe=plan_summary(record.plan),
+                recipe=plan_summary(record.phase_plan),
                 metrics=tuple(record.metrics.get(name) for name in metrics),
                 forgetting=tuple(record.metrics.get(f"forgetting/{t}") for t in forgetting_tasks),
                 targets_met=item.targets_met,

@@ -232,8 +232,8 @@ def trial_records(trials: pa.Table) -> list[TrialRecord]:
             for k, v in row.items()
             if k.startswith("final/") and v is not None
         }
-        # The one place a stored plan is read: typed from here on.
-        plan = PhasePlan.from_dict(json.loads(row["plan/json"])) if row.get("plan/json") else None
+        # Read into a PhasePlan once, by the record (its ``phase_plan``).
+        plan = json.loads(row["plan/json"]) if row.get("plan/json") else None
         records.append(
             TrialRecord(
                 trial_id=row["trial_id"],

@@ -42,14 +42,14 @@ EWC_EFFECT_POINTS = 10.0
 
 
 def _uses_ewc(record: TrialRecord) -> bool:
-    if record.plan is not None:
-        return any(phase.ewc is not None for phase in record.plan.phases)
+    if record.phase_plan is not None:
+        return any(phase.ewc is not None for phase in record.phase_plan.phases)
     return bool(record.params.get("use_ewc"))
 
 
 def _earlier_tasks(record: TrialRecord) -> list[str]:
     """Tasks trained before the plan's last phase and not in it."""
-    phases = record.plan.phases if record.plan is not None else ()
+    phases = record.phase_plan.phases if record.phase_plan is not None else ()
     if not phases:
         return []
     last = set(phases[-1].tasks)

@@ -57,7 +57,7 @@ WEIGHT_TOLERANCE = 0.05
 
 def _joint_phase(record: TrialRecord) -> tuple[int, Phase] | None:
     """The plan's ``joint`` phase with its 1-based index (as epochs report ``phase``)."""
-    phases = record.plan.phases if record.plan is not None else ()
+    phases = record.phase_plan.phases if record.phase_plan is not None else ()
     for index, phase in enumerate(phases, start=1):
         if phase.name == "joint":
             return index, phase
@@ -231,15 +231,16 @@ def _check_fixed_lr_limits(exp: Experiment) -> Outcome:
     trials, missing = exp.trials("joint")
     if missing:
         return NOT_TESTED, missing, {}
-    planned = [r for r in trials if r.plan is not None]
-    fixed = best_first([r for r in planned if _fixed_lr(r.plan) is not None], MEAN_TASK_METRIC)
-    decayed = best_first([r for r in planned if _fixed_lr(r.plan) is None], MEAN_TASK_METRIC)
+    planned = [r for r in trials if r.phase_plan is not None]
+    fixed_lr = {r.trial_id: _fixed_lr(r.phase_plan) for r in planned}
+    fixed = best_first([r for r in planned if fixed_lr[r.trial_id] is not None], MEAN_TASK_METRIC)
+    decayed = best_first([r for r in planned if fixed_lr[r.trial_id] is None], MEAN_TASK_METRIC)
     if not fixed or not decayed:
         kind = "fixed" if not fixed else "decaying"
         return NOT_TESTED, f"no joint trial that ran its plan uses a {kind} learning rate", {}
     labels = ("decayed", "fixed")
     numbers = best_numbers(decayed, fixed, labels)
-    numbers["fixed_best_lr"] = float(_fixed_lr(fixed[0][1].plan))
+    numbers["fixed_best_lr"] = float(fixed_lr[fixed[0][1].trial_id])
     verdict, reason = better_by(numbers["best_gap_pts"], "fixed lr")
     detail = (
         f"Final mean task metric, {gap_detail(numbers, labels, labels)}; the best fixed-lr"

@@ -22,7 +22,7 @@ def _figures(context: _Context) -> list[_Block]:
     metrics = [*context.metrics, *(["val/loss"] if "val/loss" not in context.metrics else [])]
     for strategy in context.strategies:
         trials = context.trials_of(strategy)
-        plan = trials[0].record.plan
+        plan = trials[0].record.phase_plan
         path = plots.learning_curves(
             context.image(f"curves_{strategy}"),
             strategy,
@@ -51,13 +51,15 @@ def _figures(context: _Context) -> list[_Block]:
                 f" {context.num_groups} is the heads; a missing point is a frozen group).",
             )
         )
-    multi = {s: item for s, item in best.items() if len(plan_tasks(item.record.plan)) > 1}
+    multi = {s: item for s, item in best.items() if len(plan_tasks(item.record.phase_plan)) > 1}
     path = plots.task_weights(
         context.image("task_weights"), {s: best_ids[s] for s in multi}, context.curves
     )
     if path is not None:
         blocks.append(_Image(path, "Task loss weights, best trial of each multi-task strategy."))
-    tasks = list(dict.fromkeys(t for item in multi.values() for t in plan_tasks(item.record.plan)))
+    tasks = list(
+        dict.fromkeys(t for item in multi.values() for t in plan_tasks(item.record.phase_plan))
+    )
     path = plots.forgetting_bars(
         context.image("forgetting"),
         {s: item.record for s, item in multi.items()},

@@ -43,7 +43,8 @@ def _summary(context: _Context) -> list[_Block]:
         _Paragraph(
             f"**Which strategy: `{record.strategy}`.** Its trial `{record.trial_id}` ranks first:"
             f" {best.targets_met} of {len(context.targets)} targets met, target_score"
-            f" {format_number(best.target_score)}, {record.epochs} epochs ({_recipe(record.plan)})."
+            f" {format_number(best.target_score)}, {record.epochs} epochs"
+            f" ({_recipe(record.phase_plan)})."
             + (f" No trial meets every target; the best misses {missed}." if missed else "")
         )
     )
@@ -161,7 +162,7 @@ def _best_per_strategy(context: _Context) -> _Table:
             (
                 f"`{strategy}`",
                 f"`{item.record.trial_id}`",
-                _recipe(item.record.plan),
+                _recipe(item.record.phase_plan),
                 *(format_number(item.record.metrics.get(m)) for m in context.metrics),
                 f"{item.targets_met}/{len(context.targets)}",
                 format_number(item.target_score),

@@ -115,7 +115,7 @@ def export(
         raise fail(f"--rank: {directory} has {len(ranked)} trials, so use 1 to {len(ranked)}")
     else:
         item = ranked[rank - 1]
-    if item.failed or item.record.plan is None:
+    if item.failed or item.record.phase_plan is None:
         raise fail(f"trial {item.record.trial_id} failed; export a trial that trained")
     best_yaml, _ = export_to(ExperimentStore.at(directory), item, chosen, config, output=output)
     console.print(f"exported trial {item.record.trial_id} (rank {item.rank}): {best_yaml}")
