@@ -2,26 +2,9 @@
 
 A progressive recipe unfreezes "the top k layer groups". For the built-in
 ``small_cnn`` the groups are its own; for any other convolutional network they are
-made here, in three steps:
-
-1. **Units**: the modules its forward calls one after the other. By default these
-   are the model's top-level children in registration order, less trailing
-   pooling/classifier children (``fc``, ``classifier``, ``head``, ``avgpool``, or
-   any child without a convolution that holds a Linear); when a single
-   ``nn.Sequential`` remains (``features`` of MobileNet, EfficientNet, VGG,
-   ConvNeXt), its children are the units. ``blocks="a.b"`` names that container.
-2. **Blocks**: a unit with parameters starts a new block; normalisation layers and
-   parameter-free units (activations, pooling) join the block before them. A
-   ResNet gives stem (conv1-bn1-relu-maxpool), layer1, ..., layer4; a MobileNetV2
-   gives its ``features`` entries.
-3. **Groups**: ``num_groups`` contiguous runs of blocks, input side first. By
-   default every group holds the same number of blocks (the input-side groups take
-   the remainder, so the top groups, which unfreeze first, are the finest);
-   ``balance="params"`` cuts at equal shares of the parameter count instead.
-   ``groups=[...]`` names the groups outright.
-
-The feature pyramid the dense heads read is the output of the last unit at each
-stride (input pixels per cell), found with one dry forward pass.
+made from its units and blocks (``_groups`` says how). The feature pyramid the dense
+heads read is the output of the last unit at each stride (input pixels per cell),
+found with one dry forward pass.
 
 - `BackboneError` (``_errors``): a backbone that cannot be built or grouped.
 - ``_groups``: units, blocks and `layer_groups` (`LayerGroup`, `find_blocks`), and
