@@ -1,4 +1,5 @@
-"""One strategy search: Tuner assembly, run and resume, results, ranking and export.
+"""One strategy search: Tuner assembly, run and resume, results and ranking (the best
+trial's files: ``search.export``).
 
 The experiment directory is a local path or a URI pyarrow's filesystems accept
 (``trainables.storage``); Ray is started here, or joined where an address is given
@@ -11,16 +12,15 @@ import dataclasses
 import datetime
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from analysis.export import export_best
 from analysis.ranking import RankedTrial, rank_trials, ranking_json
 from analysis.results import load_results, trial_dirs, trial_records, write_results
 from search.config import ConfigError, ExperimentConfig
+from search.export import export_to
 from search.progress import PlanRecorder, TrialProgress
 from search.ray_runtime import (
     STATE_API_WARNING,
@@ -39,12 +39,12 @@ from search.study import (
     fail_trials_not_resumed,
 )
 from trainables.data import DataError, load_dataset, pin_snapshot
-from trainables.launch import LaunchSettings, torch_threads, tune_trainable
+from trainables.launch import LaunchSettings, tune_trainable
 from trainables.models import ensure_pretrained
 from trainables.storage import ExperimentStore, filesystem_and_path, local_copy
 from trainables.strategies import PlanContext
 
-__all__ = ["SearchOutcome", "export_to", "resume_search", "run_search"]
+__all__ = ["SearchOutcome", "resume_search", "run_search"]
 
 logger = logging.getLogger(__name__)
 
@@ -262,53 +262,6 @@ def _finish(config: ExperimentConfig, store: ExperimentStore, started: float) ->
         best_json=best_json,
         wall_seconds=time.perf_counter() - started,
     )
-
-
-def _trial_resources(config: ExperimentConfig) -> dict[str, Any]:
-    """What each trial of ``config`` trains on, as a best-config file records it."""
-    resources = config.resources
-    return {
-        "workers_per_trial": resources.workers_per_trial,
-        "cpus_per_worker": resources.cpus_per_worker,
-        "gpus_per_worker": resources.gpus_per_worker,
-        "torch_threads": torch_threads(resources.cpus_per_worker),
-    }
-
-
-def export_to(
-    store: ExperimentStore,
-    trial: RankedTrial,
-    targets: tuple[Any, ...],
-    config: ExperimentConfig,
-    *,
-    output: str | None = None,
-) -> tuple[Path | str, Path | str]:
-    """``best.yaml`` and ``best.json`` of ``trial`` of the experiment ``config`` in
-    ``output`` (a path or URI; default: the experiment). Remote files are written
-    here first, then uploaded."""
-    target = ExperimentStore.at(output) if output else store
-    about = {
-        "experiment": config.name,
-        "experiment_dir": store.location,
-        "epoch_scale": config.search.epoch_scale,
-        "resources": _trial_resources(config),
-        "definition": _own_definition(config, trial.record.strategy),
-    }
-    if not target.remote:
-        return export_best(trial, targets, target.location, **about)
-    with tempfile.TemporaryDirectory(prefix="phasetune-export-") as staging:
-        files = export_best(trial, targets, staging, **about)
-        for path in files:
-            # The header's "train it again" line names where the file ends up.
-            text = path.read_text().replace(str(files[0]), target.uri(files[0].name))
-            target.write_text(path.name, text)
-    return target.uri("best.yaml"), target.uri("best.json")
-
-
-def _own_definition(config: ExperimentConfig, strategy: str) -> dict[str, Any] | None:
-    """The experiment file's section of a strategy of its own (None for a built-in)."""
-    section = config.strategies.get(strategy)
-    return section.definition() if section is not None and section.is_own else None
 
 
 def resume_search(

@@ -98,7 +98,7 @@ def export(
     ] = None,
 ) -> None:
     """Export a trial (the best by default) as best.yaml + best.json."""
-    from search.experiment import export_to
+    from search.export import export_to
     from trainables.storage import ExperimentStore
 
     try:

@@ -21,14 +21,15 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import IntegrityError
 
-from search.study._optuna_internals import FrozenStudy, models, scoped_session
+from search.study._optuna_internals import models, scoped_session
+from search.study._study_pass_through import StudyPassThrough
 
 __all__ = ["SoleWriterStorage"]
 
 logger = logging.getLogger(__name__)
 
 
-class SoleWriterStorage(BaseStorage):
+class SoleWriterStorage(StudyPassThrough):
     """A study's storage for the one process that writes it: writes go through at
     once, reads of trials come from memory.
 
@@ -368,12 +369,7 @@ class SoleWriterStorage(BaseStorage):
         self._flush()
         return self._backend.get_trial_id_from_study_id_trial_number(study_id, trial_number)
 
-    # Studies: straight to the backend (rarely called), directions kept once read.
-
-    def create_new_study(
-        self, directions: Sequence[StudyDirection], study_name: str | None = None
-    ) -> int:
-        return self._backend.create_new_study(directions, study_name)
+    # Studies: the rest pass straight to the backend (StudyPassThrough).
 
     def delete_study(self, study_id: int) -> None:
         self._flush()
@@ -383,28 +379,7 @@ class SoleWriterStorage(BaseStorage):
         self._directions.pop(study_id, None)
         self._distributions.pop(study_id, None)
 
-    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._backend.set_study_user_attr(study_id, key, value)
-
-    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._backend.set_study_system_attr(study_id, key, value)
-
-    def get_study_id_from_name(self, study_name: str) -> int:
-        return self._backend.get_study_id_from_name(study_name)
-
-    def get_study_name_from_id(self, study_id: int) -> str:
-        return self._backend.get_study_name_from_id(study_id)
-
     def get_study_directions(self, study_id: int) -> list[StudyDirection]:
         if study_id not in self._directions:
             self._directions[study_id] = self._backend.get_study_directions(study_id)
         return self._directions[study_id]
-
-    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
-        return self._backend.get_study_user_attrs(study_id)
-
-    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
-        return self._backend.get_study_system_attrs(study_id)
-
-    def get_all_studies(self) -> list[FrozenStudy]:
-        return self._backend.get_all_studies()
