@@ -575,12 +575,34 @@ def _against_peer(rows: list[dict[str, Any]], peer: str) -> dict[str, Any]:
             out.append({**a, "vs_random_bound": bound, "vs_random": ratio})
         return out
 
+    def where(label: str | None) -> dict[str, Any]:
+        """Wall to the threshold, phasetune's over the peer's (geometric mean where both
+        met it), and where each search's epochs to it went."""
+        both = [
+            (a, b)
+            for a, b in ((_hit(mine[s], label), _hit(theirs[s], label)) for s in seeds)
+            if a["wall_to_target_s"] and b["wall_to_target_s"]
+        ]
+        return {
+            "wall_vs_peer": _geo_mean(
+                [a["wall_to_target_s"] / b["wall_to_target_s"] for a, b in both]
+            ),
+            "same_hit_trial": sum(
+                (a["hit_trial"], a["hit_trial_epochs"]) == (b["hit_trial"], b["hit_trial_epochs"])
+                for a, b in both
+            ),
+            "phasetune_split": _split_median([a for a, _ in both]),
+            "peer_split": _split_median([b for _, b in both]),
+        }
+
     labels = list(mine[seeds[0]]["harder"]) if seeds else []
     return {
         "seeds": seeds,
-        "main": _geo_mean_vs_random(hits(None)) | {"per_seed": _per_seed(hits(None))},
+        "main": _geo_mean_vs_random(hits(None)) | {"per_seed": _per_seed(hits(None))} | where(None),
         "harder": {
-            label: _geo_mean_vs_random(hits(label)) | {"per_seed": _per_seed(hits(label))}
+            label: _geo_mean_vs_random(hits(label))
+            | {"per_seed": _per_seed(hits(label))}
+            | where(label)
             for label in labels
         },
         "peer_reached": {
@@ -600,6 +622,33 @@ def _against_peer(rows: list[dict[str, Any]], peer: str) -> dict[str, Any]:
         )
         if seeds
         else None,
+    }
+
+
+def _hit(row: dict[str, Any], label: str | None) -> dict[str, Any]:
+    """One search's hit of a threshold, with the hit trial's own epochs up to it."""
+    hit = row if label is None else row["harder"][label]
+    epochs = hit["epochs_to_target"]
+    trial = hit.get("hit_trial")
+    own = sum(order == trial for order, *_ in row["trace"][:epochs]) if epochs is not None else None
+    return {
+        "wall_to_target_s": hit["wall_to_target_s"],
+        "hit_trial": trial,
+        "hit_trial_epochs": own,
+        "epochs_to_target": epochs,
+        "epochs_per_s": row["epochs"] / row["wall_s"] if row["wall_s"] else None,
+    }
+
+
+def _split_median(hits: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Medians over seeds: the hit trial's own epochs, every other trial's epochs before
+    the hit (concurrent trials' included), and the epochs the search trained per second."""
+    if not hits:
+        return None
+    return {
+        "own": statistics.median(h["hit_trial_epochs"] for h in hits),
+        "others": statistics.median(h["epochs_to_target"] - h["hit_trial_epochs"] for h in hits),
+        "epochs_per_s": statistics.median(h["epochs_per_s"] for h in hits),
     }
 
 
@@ -770,6 +819,31 @@ def _print_peers(result: dict[str, Any], against: dict[str, dict[str, Any]]) -> 
                 f"{label or 'target':>22} {peer:<18}"
                 f" {hits['reached']:>9}/{reached:<9} {' '.join(hits['per_seed']):>40}"
                 f" {_geo_shown(hits):>20}"
+            )
+    print()
+    print(
+        "where the epochs went, where both met it (medians over those seeds): the trial"
+        " that met it, its own epochs + every other trial's before it; epochs trained per"
+        " second; wall to the threshold, phasetune's over the peer's (geo mean); seeds"
+        " where the same trial, by start order, met it at the same epoch of its own"
+    )
+    print(
+        f"{'threshold':>22} {'peer':<18} {'phasetune own+others':>20} {'peer own+others':>16}"
+        f" {'epochs/s':>11} {'wall':>6} {'same trial':>10}"
+    )
+    for label in labels:
+        for peer, comparison in against.items():
+            hits = comparison["main"] if label is None else comparison["harder"][label]
+            mine, theirs = hits["phasetune_split"], hits["peer_split"]
+            if mine is None:
+                continue
+            print(
+                f"{label or 'target':>22} {peer:<18}"
+                f" {mine['own']:>9.0f}+{mine['others']:<10.0f}"
+                f" {theirs['own']:>6.0f}+{theirs['others']:<9.0f}"
+                f" {mine['epochs_per_s']:>5.2f}/{theirs['epochs_per_s']:<5.2f}"
+                f" {hits['wall_vs_peer']:>5.2f}x"
+                f" {hits['same_hit_trial']:>4}/{hits['vs_random_seeds']:<5}"
             )
     print()
     for peer, comparison in against.items():

@@ -692,6 +692,8 @@ def _efficiency_row(seed: int, variant: str, to_target: int | None, epochs: int,
         "best_target_score": score,
         "epochs": epochs,
         "wall_s": 10.0,
+        # Every epoch by the first trial: [start order, target_score, val/acc].
+        "trace": [[1, score, 0.5]] * epochs,
     }
 
 
@@ -721,3 +723,28 @@ def test_search_efficiency_combines_runs_of_other_seeds():
         benchmark.combine([runs[0], other])
     with pytest.raises(ValueError, match="seed 0 of phasetune is in two runs"):
         benchmark.combine([runs[0], runs[0]])
+
+
+def test_search_efficiency_splits_a_peers_epochs_to_target_into_the_hit_trials_and_others():
+    benchmark = _load("search_efficiency")
+    settings = {"trials": 50, "epoch_scale": 0.5, "experiment": "quickstart"}
+    # Both searches meet the threshold with their trial 2 at its 3rd epoch; phasetune's
+    # other trial trains 4 epochs meanwhile, the peer's 1 (it trains fewer per second).
+    mine = _efficiency_row(0, "phasetune", 7, 8, 1.0)
+    mine["trace"] = [[1, 0, 0], [2, 0, 0], [1, 0, 0], [1, 0, 0], [2, 0, 0], [1, 0, 0], [2, 0, 0]]
+    mine["trace"] += [[1, 0, 0]]
+    mine.update(hit_trial=2, wall_to_target_s=6.0, wall_s=8.0)
+    theirs = _efficiency_row(0, "tune-optuna-asha", 4, 8, 1.0)
+    theirs["trace"] = [[1, 0, 0], [2, 0, 0], [2, 0, 0], [2, 0, 0]] + [[3, 0, 0]] * 4
+    theirs.update(hit_trial=2, wall_to_target_s=8.0, wall_s=16.0)
+    result = benchmark.combine([{"settings": settings, "rows": [mine, theirs]}])
+    main = result["peers"]["tune-optuna-asha"]["main"]
+    assert main["vs_random"] == pytest.approx(7 / 4)
+    assert main["phasetune_split"] == {"own": 3, "others": 4, "epochs_per_s": 1.0}
+    assert main["peer_split"] == {"own": 3, "others": 1, "epochs_per_s": 0.5}
+    assert main["wall_vs_peer"] == pytest.approx(6 / 8)
+    assert main["same_hit_trial"] == 1
+    # Where one of them never met it, there is nothing to split.
+    harder = result["peers"]["tune-optuna-asha"]["harder"]["0.85"]
+    assert harder["phasetune_split"] is None and harder["wall_vs_peer"] is None
+    assert harder["same_hit_trial"] == 0
