@@ -49,9 +49,8 @@ checks its budget only before an evaluation).
   threshold where both meet it, and a best recipe at least as good.
 
 By default phasetune and every peer whose package imports run, one seed, 30 trials
-(not yet timed on an idle machine; seed 0 at 50 trials took about 70 minutes beside
-other jobs). The table over 5 seeds, seed by seed so that each run's
-numbers are kept, then printed together:
+(23-32 minutes a seed on 2 idle cores). The table over 5 seeds, seed by seed so that
+each run's numbers are kept, then printed together:
 
     python benchmarks/search_efficiency.py                          # seed 0, 30 trials
     for seed in 0 1 2 3 4; do python benchmarks/search_efficiency.py --first-seed $seed \
