@@ -369,7 +369,8 @@ class SoleWriterStorage(StudyPassThrough):
         self._flush()
         return self._backend.get_trial_id_from_study_id_trial_number(study_id, trial_number)
 
-    # Studies: the rest pass straight to the backend (StudyPassThrough).
+    # Studies: a deleted one leaves memory too, and directions are kept once read; the
+    # other study calls pass straight to the backend (StudyPassThrough).
 
     def delete_study(self, study_id: int) -> None:
         self._flush()
