@@ -16,7 +16,10 @@ scenes), with the same data, seed and documented recipes:
   process, on every core), tune-optuna-asha as many as phasetune;
 - ``tpe+strategy_asha``: phasetune's search without the recipes; ``random+fifo``: random
   search, every trial runs its whole plan; ``tpe+fifo``: TPE alone, every trial runs its
-  whole plan (``--variants all``: these and phasetune).
+  whole plan (``--variants all``: these and phasetune);
+- ``phasetune+independent-tpe``: phasetune's search with ``search.multivariate: false``
+  (TPE models each parameter on its own, as the peers' TPE does); run it alone and
+  ``--combine`` its runs with the peers' to compare it with them.
 
 The quickstart's target is ``val/acc >= --target`` (default 0.75), and the further
 thresholds ``--harder`` (default 0.80, 0.84 and the quickstart's own 0.85) are measured
@@ -76,7 +79,7 @@ import statistics
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 from search_peers import PEERS, EpochLog, missing_package, target_metrics
@@ -92,30 +95,49 @@ GOAL = 0.5
 
 
 PHASETUNE = "phasetune"
+#: phasetune's search with TPE modelling each parameter on its own, as the peers' TPE
+#: does (Optuna's default), instead of each strategy's parameters jointly.
+INDEPENDENT = "phasetune+independent-tpe"
 
 
-def _variants(scheduler: str) -> dict[str, tuple[str, str, bool]]:
-    """Variant name -> (sampler, scheduler, baselines first)."""
+class _Search(NamedTuple):
+    sampler: str
+    scheduler: str
+    baselines_first: bool
+    multivariate: bool = True
+
+
+def _variants(scheduler: str) -> dict[str, _Search]:
     return {
-        PHASETUNE: ("tpe", scheduler, True),
-        f"tpe+{scheduler}": ("tpe", scheduler, False),
-        RANDOM: ("random", "fifo", False),
-        "tpe+fifo": ("tpe", "fifo", False),
+        PHASETUNE: _Search("tpe", scheduler, True),
+        f"tpe+{scheduler}": _Search("tpe", scheduler, False),
+        RANDOM: _Search("random", "fifo", False),
+        "tpe+fifo": _Search("tpe", "fifo", False),
+        INDEPENDENT: _Search("tpe", scheduler, True, multivariate=False),
     }
+
+
+def _phasetunes(variants: list[str]) -> list[str]:
+    """The variants that are phasetune's own search with a setting changed, compared
+    with the peers as phasetune is."""
+    return [name for name in variants if name == INDEPENDENT]
 
 
 def _config(
     base: dict[str, Any],
     name: str,
-    variant: tuple[str, str, bool],
+    variant: _Search,
     seed: int,
     root: str,
 ) -> ExperimentConfig:
-    sampler, scheduler, baselines = variant
     raw = json.loads(json.dumps(base))
     raw["name"] = name
     raw["search"].update(
-        sampler=sampler, scheduler=scheduler, seed=seed, evaluate_baselines=baselines
+        sampler=variant.sampler,
+        scheduler=variant.scheduler,
+        seed=seed,
+        evaluate_baselines=variant.baselines_first,
+        multivariate=variant.multivariate,
     )
     raw["storage"] = {"path": root}
     return ExperimentConfig.model_validate(raw)
@@ -428,7 +450,7 @@ def run(
         base["dataset"].update(image_size=16, num_classes=6)
         base["model"].update(width=4, pretrain={"num_samples": 400, "epochs": 1})
     searches = _variants(scheduler)
-    wanted = tuple(searches) if variants is None else variants
+    wanted = tuple(s for s in searches if s != INDEPENDENT) if variants is None else variants
     chosen = {name: searches[name] for name in searches if name in wanted}
     if earlier_random:
         chosen.setdefault(RANDOM, searches[RANDOM])
@@ -510,6 +532,17 @@ def run(
         "rows": rows,
         "summary": {name: _summary(rows, name) for name in [*chosen, *peers]},
         "peers": {peer: _against_peer(rows, peer) for peer in peers},
+        "peers_of": _peers_of(rows, list(chosen), peers),
+    }
+
+
+def _peers_of(
+    rows: list[dict[str, Any]], variants: list[str], peers: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Each of phasetune's other settings (``_phasetunes``) against each peer."""
+    return {
+        mine: {peer: _against_peer(rows, peer, mine) for peer in peers}
+        for mine in _phasetunes(variants)
     }
 
 
@@ -544,6 +577,7 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
         "rows": sorted(rows, key=lambda row: row["seed"]),
         "summary": {name: _summary(rows, name) for name in variants},
         "peers": {peer: _against_peer(rows, peer) for peer in peers},
+        "peers_of": _peers_of(rows, variants, peers),
     }
 
 
@@ -556,12 +590,14 @@ def _prepare(config: ExperimentConfig) -> None:
         ensure_pretrained(context.model)
 
 
-def _against_peer(rows: list[dict[str, Any]], peer: str) -> dict[str, Any]:
-    """Epochs to each threshold, phasetune's over ``peer``'s, per seed and as the
-    geometric mean where both met it (``vs_random``'s arithmetic, with the peer in
-    random search's place: ``<=`` where only phasetune met it, bounded by the peer's
-    budget), and both searches' best recipes."""
-    mine = {row["seed"]: row for row in rows if row["variant"] == PHASETUNE}
+def _against_peer(
+    rows: list[dict[str, Any]], peer: str, variant: str = PHASETUNE
+) -> dict[str, Any]:
+    """Epochs to each threshold, ``variant``'s (phasetune's) over ``peer``'s, per seed
+    and as the geometric mean where both met it (``vs_random``'s arithmetic, with the
+    peer in random search's place: ``<=`` where only phasetune met it, bounded by the
+    peer's budget), and both searches' best recipes."""
+    mine = {row["seed"]: row for row in rows if row["variant"] == variant}
     theirs = {row["seed"]: row for row in rows if row["variant"] == peer}
     seeds = sorted(set(mine) & set(theirs))
 
@@ -786,7 +822,10 @@ def _print(result: dict[str, Any], trials: int, epoch_scale: float) -> None:
                 )
     against = result.get("peers") or {}
     if against:
-        _print_peers(result, against)
+        _print_peers(against)
+    for variant, its_peers in (result.get("peers_of") or {}).items():
+        if its_peers:
+            _print_peers(its_peers, variant)
     if not compared:
         return
     print()
@@ -800,11 +839,11 @@ def _print(result: dict[str, Any], trials: int, epoch_scale: float) -> None:
                 )
 
 
-def _print_peers(result: dict[str, Any], against: dict[str, dict[str, Any]]) -> None:
-    """phasetune against each peer: epochs to each threshold (phasetune's over the
+def _print_peers(against: dict[str, dict[str, Any]], mine: str = PHASETUNE) -> None:
+    """``mine`` (phasetune) against each peer: epochs to each threshold (its over the
     peer's), best recipes, and the goal per threshold."""
     print()
-    print("phasetune against each peer: epochs to each threshold, phasetune's over the peer's")
+    print(f"{mine} against each peer: epochs to each threshold, {mine}'s over the peer's")
     print(
         f"{'threshold':>22} {'peer':<18} {'met: phasetune/peer':>19} {'per seed':>40}"
         f" {'geo mean (both met)':>20}"
@@ -823,24 +862,24 @@ def _print_peers(result: dict[str, Any], against: dict[str, dict[str, Any]]) -> 
     print(
         "where the epochs went, where both met it (medians over those seeds): the trial"
         " that met it, its own epochs + every other trial's before it; epochs trained per"
-        " second; wall to the threshold, phasetune's over the peer's (geo mean); seeds"
+        f" second; wall to the threshold, {mine}'s over the peer's (geo mean); seeds"
         " where the same trial, by start order, met it at the same epoch of its own"
     )
     print(
-        f"{'threshold':>22} {'peer':<18} {'phasetune own+others':>20} {'peer own+others':>16}"
+        f"{'threshold':>22} {'peer':<18} {'own+others':>20} {'peer own+others':>16}"
         f" {'epochs/s':>11} {'wall':>6} {'same trial':>10}"
     )
     for label in labels:
         for peer, comparison in against.items():
             hits = comparison["main"] if label is None else comparison["harder"][label]
-            mine, theirs = hits["phasetune_split"], hits["peer_split"]
-            if mine is None:
+            ours, theirs = hits["phasetune_split"], hits["peer_split"]
+            if ours is None:
                 continue
             print(
                 f"{label or 'target':>22} {peer:<18}"
-                f" {mine['own']:>9.0f}+{mine['others']:<10.0f}"
+                f" {ours['own']:>9.0f}+{ours['others']:<10.0f}"
                 f" {theirs['own']:>6.0f}+{theirs['others']:<9.0f}"
-                f" {mine['epochs_per_s']:>5.2f}/{theirs['epochs_per_s']:<5.2f}"
+                f" {ours['epochs_per_s']:>5.2f}/{theirs['epochs_per_s']:<5.2f}"
                 f" {hits['wall_vs_peer']:>5.2f}x"
                 f" {hits['same_hit_trial']:>4}/{hits['vs_random_seeds']:<5}"
             )
@@ -848,20 +887,20 @@ def _print_peers(result: dict[str, Any], against: dict[str, dict[str, Any]]) -> 
     for peer, comparison in against.items():
         print(
             f"best recipe, mean target_score over {_seeds(len(comparison['seeds']))}:"
-            f" phasetune {comparison['mean_best_target_score']:.4f}, {peer}"
+            f" {mine} {comparison['mean_best_target_score']:.4f}, {peer}"
             f" {comparison['peer_mean_best_target_score']:.4f}"
         )
     print()
     for label in labels:
         print(
-            f"goal, {label or 'target'}: phasetune's epochs <= every peer's where both met it:"
+            f"goal, {label or 'target'}: {mine}'s epochs <= every peer's where both met it:"
             f" {peer_verdict(label, against)}"
         )
     recipe_ok = all(
         c["mean_best_target_score"] >= c["peer_mean_best_target_score"] for c in against.values()
     )
     print(
-        "goal, best recipe: phasetune's mean best target_score >= every peer's:"
+        f"goal, best recipe: {mine}'s mean best target_score >= every peer's:"
         f" {'met' if recipe_ok else 'not met'}"
     )
 
@@ -923,12 +962,15 @@ def main() -> None:
             "tpe+phase_asha",
             "tpe+fifo",
             RANDOM,
+            INDEPENDENT,
             *PEERS,
             "all",
         ),
         help=f"searches to run (default: {PHASETUNE} and each peer whose package imports);"
         f" a peer spends {PHASETUNE}'s epochs, so it needs {PHASETUNE}; {RANDOM} alone: only"
-        " random search, for a later --random-from; all: the four Ray searches",
+        f" random search, for a later --random-from; {INDEPENDENT}: {PHASETUNE} with"
+        " search.multivariate false (--combine it with the peers' runs to compare); all:"
+        " the four Ray searches",
     )
     parser.add_argument(
         "--grace-period",
@@ -1030,7 +1072,8 @@ def main() -> None:
         args.scheduler,
         args.tiny,
         args.startup_trials,
-        tuple(_variants(args.scheduler)) + tuple(v for v in args.variants if v in PEERS)
+        tuple(v for v in _variants(args.scheduler) if v != INDEPENDENT)
+        + tuple(v for v in args.variants if v in PEERS)
         if "all" in args.variants
         else tuple(args.variants),
         tuple(args.harder),

@@ -56,8 +56,9 @@ def build_searcher(config: ExperimentConfig, space: SearchSpace, study_url: str)
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = IncrementalTPESampler(
                 seed=seed,
-                multivariate=True,
-                group=True,
+                multivariate=config.search.multivariate,
+                # ``group`` is multivariate TPE's way through the conditional space.
+                group=config.search.multivariate,
                 n_startup_trials=config.search.startup_trials,
             )
     else:

@@ -23,6 +23,9 @@ class SearchConfig(_Section):
     #: learned from single-phase trials ASHA had cut short and never found the
     #: recipe 10 finds (docs/benchmarks-history.md).
     startup_trials: int = Field(10, ge=1)
+    #: TPE: model the parameters jointly (one density per strategy's set of
+    #: parameters), or each on its own (Optuna's ``TPESampler`` default).
+    multivariate: bool = True
     #: strategy_asha: plain ASHA judged short progressive plans and long single-phase
     #: ones at the same epochs, stopped every single-phase trial at epoch 2 in 2 of 8
     #: seeds of the 50-trial benchmark, and the search never found the recipes random

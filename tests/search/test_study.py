@@ -253,7 +253,9 @@ def test_a_held_parameter_of_another_kind_is_refused_at_once(tmp_path):
     assert [t.params for t in fresh.trials][1].keys() == {"x"}
 
 
-def _drawn(tmp_path, startup_trials: int, sampler: str = "tpe") -> list[dict]:
+def _drawn(
+    tmp_path, startup_trials: int, sampler: str = "tpe", multivariate: bool = True
+) -> list[dict]:
     """Six configs from the search's own searcher, without baselines, each told a
     score that favours low learning rates."""
     from search.config import ExperimentConfig
@@ -264,6 +266,7 @@ def _drawn(tmp_path, startup_trials: int, sampler: str = "tpe") -> list[dict]:
         update={
             "sampler": sampler,
             "startup_trials": startup_trials,
+            "multivariate": multivariate,
             "evaluate_baselines": False,
             "seed": 5,
         }
@@ -288,6 +291,23 @@ def test_tpe_models_after_its_startup_trials(tmp_path):
     early = _drawn(tmp_path / "early", 4)
     assert early[:4] == random[:4]
     assert early[4:] != random[4:]
+
+
+def test_tpe_models_each_parameter_on_its_own_when_not_multivariate(tmp_path):
+    from search.config import ExperimentConfig
+    from search.searcher import build_searcher
+
+    joint = _drawn(tmp_path / "joint", 4)
+    alone = _drawn(tmp_path / "alone", 4, multivariate=False)
+    # The same random startup, then another model: one density per parameter.
+    assert alone[:4] == joint[:4]
+    assert alone[4:] != joint[4:]
+    config = ExperimentConfig.model_validate({"search": {"multivariate": False}})
+    sampler = build_searcher(
+        config, config.search_space(), f"sqlite:///{tmp_path}/study.db"
+    )._sampler
+    assert not sampler._multivariate
+    assert sampler._group_decomposed_search_space is None
 
 
 def test_only_local_disks_count_as_local(tmp_path):
