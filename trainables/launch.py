@@ -3,9 +3,10 @@
 A 1-worker trial runs the engine in the Tune function's own process: starting a
 Ray Train worker group costs about 10 s per trial and buys nothing without DDP.
 N > 1 workers run under a Ray Train ``TorchTrainer`` (Train V2: the Tune function
-builds the trainer and calls ``fit``; a ``TuneReportCallback`` forwards rank 0's
-metrics to Tune so schedulers see every epoch). Both paths run the same engine
-and write the same metrics, checkpoints and TensorBoard files.
+builds the trainer and calls ``fit``; rank 0's metrics reach Tune through the
+trial's own thread, so schedulers see every epoch: ``trainables._report_relay``).
+Both paths run the same engine and write the same metrics, checkpoints and
+TensorBoard files.
 
 The engine knows nothing of Ray: its reporters for Tune and for Ray Train workers
 live here, and both restore a checkpoint through `_read_ray_checkpoint`.
@@ -254,8 +255,15 @@ def _fit_worker_group(
     plan: PhasePlan, context: EngineContext, settings: LaunchSettings, run_name: str
 ) -> None:
     import ray.train
+    from ray import tune
     from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.util.queue import Queue
+
+    from trainables._report_relay import (
+        ReportsToTrial,
+        abort_train_run,
+        relay_until_fit_returns,
+    )
 
     resources = {"CPU": settings.cpus_per_worker}
     if settings.gpus_per_worker:
@@ -263,6 +271,8 @@ def _fit_worker_group(
     filesystem, storage_path = (
         filesystem_and_path(settings.train_storage) if settings.train_storage else (None, None)
     )
+    # Unbounded: the Train run never waits for the trial to pass a report on.
+    reports = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"plan": plan.to_dict(), "context": context.to_dict()},
@@ -275,7 +285,7 @@ def _fit_worker_group(
             name=run_name,
             storage_path=storage_path,
             storage_filesystem=filesystem,
-            callbacks=[TuneReportCallback()],
+            callbacks=[ReportsToTrial(reports)],
             failure_config=ray.train.FailureConfig(
                 max_failures=settings.max_failures,
                 controller_failure_limit=WORKER_GROUP_START_RETRIES,
@@ -283,7 +293,10 @@ def _fit_worker_group(
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
     )
-    trainer.fit()
+    try:
+        relay_until_fit_returns(trainer.fit, reports, tune.report, abort_train_run)
+    finally:
+        reports.shutdown(force=True)
 
 
 class LocalReporter:

@@ -142,3 +142,36 @@ def test_two_worker_multi_task_trial_syncs_weights_learned_weighting_and_metrics
     alone = trainer.evaluate()
     for name in ("val/cls_acc", "val/seg_miou", "val/det_map50", "val/det_map"):
         assert history[name].iloc[-1] == pytest.approx(alone[name], abs=1e-6), name
+
+
+def test_a_ddp_trial_tune_stops_frees_its_workers_for_the_next_trial(ray_session, tmp_path):
+    from ray import tune
+
+    ensure_pretrained(TINY_CONTEXT.model)
+    settings = LaunchSettings(
+        plan_context=TINY_CONTEXT,
+        targets=NSL.targets,
+        workers=2,
+        cpus_per_worker=1,
+        train_storage=str(tmp_path / "train_runs"),
+    )
+    # Each 3-epoch trial is stopped after its first (as a scheduler stops one), and the
+    # second needs both CPUs the first one's workers held.
+    results = tune.Tuner(
+        tune_trainable(settings),
+        param_space=CONFIG,
+        tune_config=tune.TuneConfig(num_samples=2, max_concurrent_trials=1, reuse_actors=True),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path / "tune"),
+            name="t",
+            verbose=0,
+            stop={"training_iteration": 1},
+            callbacks=_result_loggers(),
+        ),
+    ).fit()
+    assert results.num_errors == 0, results.errors
+    histories = [result.metrics_dataframe for result in results]
+    assert [list(history["epoch"]) for history in histories] == [[1], [1]]
+    # The stopped trial's thread ended in time for Tune to reuse its actor: its Train
+    # run was aborted, not left training.
+    assert len({history["pid"].iloc[0] for history in histories}) == 1
