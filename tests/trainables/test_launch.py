@@ -33,16 +33,17 @@ def _one_trial_tuner(tmp_path, settings: LaunchSettings, config: dict):
     )
 
 
-def _run_trial(tmp_path, workers: int):
+def trial_settings(tmp_path, context=TINY_CONTEXT, targets=NSL.targets, **overrides):
+    """2 workers of 1 CPU on ``context`` (its backbone pretrained), Train runs under
+    ``tmp_path``; ``overrides`` of any other `LaunchSettings` field."""
+    ensure_pretrained(context.model)
+    fields = {"workers": 2, "cpus_per_worker": 1, "train_storage": str(tmp_path / "train_runs")}
+    return LaunchSettings(plan_context=context, targets=targets, **{**fields, **overrides})
 
-    ensure_pretrained(TINY_CONTEXT.model)
-    settings = LaunchSettings(
-        plan_context=TINY_CONTEXT,
-        targets=NSL.targets,
-        workers=workers,
-        cpus_per_worker=1,
-        tensorboard_root=str(tmp_path / "tensorboard"),
-        train_storage=str(tmp_path / "train_runs"),
+
+def _run_trial(tmp_path, workers: int):
+    settings = trial_settings(
+        tmp_path, workers=workers, tensorboard_root=str(tmp_path / "tensorboard")
     )
     results = _one_trial_tuner(tmp_path, settings, CONFIG).fit()
     assert results.num_errors == 0, results.errors
@@ -100,15 +101,7 @@ def test_two_worker_multi_task_trial_syncs_weights_learned_weighting_and_metrics
     from trainables.engine._loop import Trainer
     from trainables.launch import plan_for_trial
 
-    ensure_pretrained(SCENE_CONTEXT.model)
-    settings = LaunchSettings(
-        plan_context=SCENE_CONTEXT,
-        targets=MULTITASK.targets,
-        workers=2,
-        cpus_per_worker=1,
-        tensorboard_root=None,
-        train_storage=str(tmp_path / "train_runs"),
-    )
+    settings = trial_settings(tmp_path, SCENE_CONTEXT, MULTITASK.targets)
     # Alternating warmup steps leave heads unused (DDP must allow that), and
     # uncertainty weighting learns parameters outside the DDP module.
     params = {
@@ -147,14 +140,7 @@ def test_two_worker_multi_task_trial_syncs_weights_learned_weighting_and_metrics
 def test_a_ddp_trial_tune_stops_frees_its_workers_for_the_next_trial(ray_session, tmp_path):
     from ray import tune
 
-    ensure_pretrained(TINY_CONTEXT.model)
-    settings = LaunchSettings(
-        plan_context=TINY_CONTEXT,
-        targets=NSL.targets,
-        workers=2,
-        cpus_per_worker=1,
-        train_storage=str(tmp_path / "train_runs"),
-    )
+    settings = trial_settings(tmp_path)
     # Each 3-epoch trial is stopped after its first (as a scheduler stops one), and the
     # second needs both CPUs the first one's workers held.
     results = tune.Tuner(

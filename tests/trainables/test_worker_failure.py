@@ -9,12 +9,11 @@ import signal
 import threading
 import time
 
-from analysis.targets import NSL
 from search.experiment import _result_loggers
 from tests.conftest import TINY_CONTEXT, TINY_PROGRESSIVE
+from tests.trainables.test_launch import trial_settings
 from trainables.data import DataSpec
-from trainables.launch import LaunchSettings, tune_trainable
-from trainables.models import ensure_pretrained
+from trainables.launch import tune_trainable
 
 EPOCHS = 9
 
@@ -44,15 +43,7 @@ def test_a_killed_train_worker_restarts_from_the_last_checkpoint(ray_session, tm
     context = dataclasses.replace(
         TINY_CONTEXT, data=DataSpec(num_samples=3200, image_size=16, num_classes=6)
     )
-    ensure_pretrained(context.model)
-    settings = LaunchSettings(
-        plan_context=context,
-        targets=NSL.targets,
-        workers=2,
-        cpus_per_worker=1,
-        train_storage=str(tmp_path / "train_runs"),
-        max_failures=1,
-    )
+    settings = trial_settings(tmp_path, context, max_failures=1)
     config = {
         "strategy": "progressive",
         "progressive": dict(TINY_PROGRESSIVE, frozen_epochs=3, partial_epochs=3, full_epochs=3),
@@ -131,13 +122,7 @@ def test_a_trial_whose_workers_can_never_be_placed_fails_instead_of_hanging(ray_
 
     from trainables.launch import WORKER_GROUP_START_RETRIES
 
-    settings = LaunchSettings(
-        plan_context=TINY_CONTEXT,
-        targets=NSL.targets,
-        workers=2,
-        cpus_per_worker=1,
-        train_storage=str(tmp_path / "train_runs"),
-    )
+    settings = trial_settings(tmp_path)
     config = {"strategy": "progressive", "progressive": TINY_PROGRESSIVE}
     tuner = tune.Tuner(
         tune_trainable(settings),
