@@ -766,6 +766,7 @@ def _bounds(threshold: Mapping[str, float]) -> str:
 def _print(result: dict[str, Any], trials: int, epoch_scale: float) -> None:
     main = result.get("thresholds", {}).get("main", {"val/acc": result["target"]})
     compared = any(row.get("vs_random_bound") for row in result["rows"])
+    width = max([18, *(len(row["variant"]) for row in result["rows"])])
     print(
         f"target: {_bounds(main)}; {trials} trials per phasetune search, epoch_scale"
         f" {epoch_scale:g}; phasetune and the peers run the documents' recipes first; a"
@@ -773,13 +774,13 @@ def _print(result: dict[str, Any], trials: int, epoch_scale: float) -> None:
         " neps-priorband run one trial at a time"
     )
     print(
-        f"{'seed':>4} {'variant':<18} {'epochs to target':>16} {'wall to target':>14}"
+        f"{'seed':>4} {'variant':<{width}} {'epochs to target':>16} {'wall to target':>14}"
         f" {'trial':>5} {'best score':>10} {'best acc':>8} {'trials':>6} {'epochs':>6}"
         f" {'wall s':>6} {'vs random':>9}"
     )
     for row in result["rows"]:
         print(
-            f"{row['seed']:>4} {row['variant']:<18} {_num(row['epochs_to_target'], 'd'):>16}"
+            f"{row['seed']:>4} {row['variant']:<{width}} {_num(row['epochs_to_target'], 'd'):>16}"
             f" {_num(row['wall_to_target_s'], '.0f'):>14} {row['hit_trial'] or '-':>5}"
             f" {row['best_target_score']:>10.4f} {row['best_val_acc']:>8.4f}"
             f" {row.get('trials', '-'):>6} {row['epochs']:>6} {row['wall_s']:>6.0f}"
@@ -787,13 +788,13 @@ def _print(result: dict[str, Any], trials: int, epoch_scale: float) -> None:
         )
     print()
     print(
-        f"{'variant':<18} {'reached':>7} {'median epochs to target':>23}"
+        f"{'variant':<{width}} {'reached':>7} {'median epochs to target':>23}"
         f" {'mean best score':>15} {'mean epochs':>11} {'mean wall s':>11}"
         f" {'vs random (geo mean)':>20} {'at most, all seeds':>18}"
     )
     for name, summary in result["summary"].items():
         print(
-            f"{name:<18} {summary['reached']:>3}/{summary['seeds']:<3}"
+            f"{name:<{width}} {summary['reached']:>3}/{summary['seeds']:<3}"
             f" {_num(summary['median_epochs_to_target'], '.0f'):>23}"
             f" {summary['mean_best_target_score']:>15.4f} {summary['mean_epochs']:>11.1f}"
             f" {summary['mean_wall_s']:>11.0f} {_geo_shown(summary):>20}"
@@ -804,7 +805,7 @@ def _print(result: dict[str, Any], trials: int, epoch_scale: float) -> None:
         print()
         print("the same searches, epochs to each further threshold:")
         print(
-            f"{'threshold':>22} {'variant':<18} {'reached':>7} {'median epochs':>13}"
+            f"{'threshold':>22} {'variant':<{width}} {'reached':>7} {'median epochs':>13}"
             f" {'per seed vs random':>30} {'vs random (geo mean)':>20}"
         )
         for threshold in harder:
@@ -816,7 +817,7 @@ def _print(result: dict[str, Any], trials: int, epoch_scale: float) -> None:
                     if row["variant"] == name
                 )
                 print(
-                    f"{threshold:>22} {name:<18} {hits['reached']:>3}/{summary['seeds']:<3}"
+                    f"{threshold:>22} {name:<{width}} {hits['reached']:>3}/{summary['seeds']:<3}"
                     f" {_num(hits['median_epochs_to_target'], '.0f'):>13} {per_seed:>30}"
                     f" {_geo_shown(hits):>20}"
                 )
