@@ -42,6 +42,10 @@ RAY_ENVIRONMENT = {
     # Keeping two checkpoints per trial forces an experiment snapshot when a trial
     # has written two more; for small trials that is often and cheap, not a problem.
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    # A DDP trial that Tune stops aborts its Train run before its thread ends
+    # (trainables._report_relay); Tune waits this long for that thread before it gives
+    # the actor to the next trial, and a reset that times out errors that trial.
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "30",
 }
 
 

@@ -14,8 +14,12 @@ them on with ``tune.report`` until ``fit`` has returned and the queue is empty. 
 sees every report, in order, and the end-of-trial marker last.
 
 When Tune stops the trial (a scheduler's decision, the search's end), ``tune.report``
-raises ``SystemExit`` in the trial thread; the Train run is then aborted, so that its
-workers and their CPUs are free for the next trial on the same, reused actor.
+raises ``SystemExit`` in the trial thread (Tune reports synchronously, so after a
+report the thread waits there for Tune's next step); the Train run is then aborted, so
+that its workers and their CPUs are free for the next trial on the same, reused actor.
+Tune gives the thread ``TUNE_FUNCTION_THREAD_TIMEOUT_S`` (``search.ray_runtime``) to end.
+
+The abort itself is Ray Train's private part (``_ray_train_internals.abort_train_run``).
 """
 
 from __future__ import annotations
@@ -26,36 +30,41 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
-from ray.train import UserCallback
+from ray.train import Checkpoint, UserCallback
+from ray.util.queue import Queue
 
-__all__ = ["CHECKPOINT_PATH_KEY", "ReportsToTrial", "abort_train_run", "relay_until_fit_returns"]
+__all__ = ["ReportsToTrial", "relay_until_fit_returns"]
 
 #: The key of a relayed report that names the Train run's checkpoint (as Ray's bridge
 #: names it); the checkpoint itself stays in the Train run's storage.
-CHECKPOINT_PATH_KEY = "checkpoint_path"
+_CHECKPOINT_PATH_KEY = "checkpoint_path"
 
 #: Seconds between looks at whether ``fit`` has returned while no report comes.
 _POLL_S = 0.2
-#: Seconds an aborted Train run has to end before its controller is killed.
-_ABORT_S = 30.0
+#: Seconds an aborted Train run's ``fit`` thread has to end; with the abort's own
+#: (``_ray_train_internals.ABORT_S``) well within Tune's wait for the trial thread
+#: (``TUNE_FUNCTION_THREAD_TIMEOUT_S``).
+_FIT_ENDS_S = 10.0
 
 
 class ReportsToTrial(UserCallback):
     """A Train run callback (it runs in the run's controller) that sends rank 0's
     metrics of each report, and once the controller's own handle, to ``queue``."""
 
-    def __init__(self, queue: Any) -> None:
+    def __init__(self, queue: Queue) -> None:
         self.queue = queue
         self._sent_controller = False
 
-    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any):
+    def after_report(
+        self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Checkpoint | None
+    ) -> None:
         if not self._sent_controller:
             # The trial needs it to abort the run when Tune stops the trial.
             self.queue.put(("controller", ray.get_runtime_context().current_actor))
             self._sent_controller = True
         reported = dict(metrics[0])
         if checkpoint is not None:
-            reported[CHECKPOINT_PATH_KEY] = checkpoint.path
+            reported[_CHECKPOINT_PATH_KEY] = checkpoint.path
         self.queue.put(("report", reported))
 
 
@@ -105,20 +114,7 @@ def relay_until_fit_returns(
     finally:
         if not relayed and controller is not None:
             abort(controller)
-            fitting.join(_ABORT_S)
+            fitting.join(_FIT_ENDS_S)
     fitting.join()
     if failure:
         raise failure[0]
-
-
-def abort_train_run(controller: Any) -> None:
-    """End a Train run whose trial Tune stopped: its workers stop and release their
-    resources (Ray Train's own Ctrl-C path), or, failing that, the controller is killed
-    (its workers and placement group go with it)."""
-    try:
-        ray.get(controller.abort.remote(), timeout=_ABORT_S)
-    except ray.exceptions.RayActorError:
-        return  # the controller exits as it aborts
-    except Exception:  # noqa: BLE001 - a stuck or lost controller is killed instead
-        pass
-    ray.kill(controller)

@@ -254,16 +254,26 @@ def _worker_loop(config: dict[str, Any]) -> None:
 def _fit_worker_group(
     plan: PhasePlan, context: EngineContext, settings: LaunchSettings, run_name: str
 ) -> None:
+    from ray.util.queue import Queue
+
+    # Unbounded: the Train run never waits for the trial to pass a report on.
+    reports = Queue(actor_options={"num_cpus": 0})
+    try:
+        _fit_relaying_reports(plan, context, settings, run_name, reports)
+    finally:
+        reports.shutdown(force=True)
+
+
+def _fit_relaying_reports(
+    plan: PhasePlan, context: EngineContext, settings: LaunchSettings, run_name: str, reports: Any
+) -> None:
+    """Run the trial's Train run, its reports relayed to Tune through ``reports``."""
     import ray.train
     from ray import tune
     from ray.train.torch import TorchTrainer
-    from ray.util.queue import Queue
 
-    from trainables._report_relay import (
-        ReportsToTrial,
-        abort_train_run,
-        relay_until_fit_returns,
-    )
+    from trainables._ray_train_internals import abort_train_run
+    from trainables._report_relay import ReportsToTrial, relay_until_fit_returns
 
     resources = {"CPU": settings.cpus_per_worker}
     if settings.gpus_per_worker:
@@ -271,8 +281,6 @@ def _fit_worker_group(
     filesystem, storage_path = (
         filesystem_and_path(settings.train_storage) if settings.train_storage else (None, None)
     )
-    # Unbounded: the Train run never waits for the trial to pass a report on.
-    reports = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"plan": plan.to_dict(), "context": context.to_dict()},
@@ -293,10 +301,7 @@ def _fit_worker_group(
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
     )
-    try:
-        relay_until_fit_returns(trainer.fit, reports, tune.report, abort_train_run)
-    finally:
-        reports.shutdown(force=True)
+    relay_until_fit_returns(trainer.fit, reports, tune.report, abort_train_run)
 
 
 class LocalReporter:

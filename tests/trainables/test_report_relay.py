@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 
 import pytest
 
 from trainables._report_relay import relay_until_fit_returns
 
 
-def _fit_that_reports(reports: queue.Queue, epochs: int, then=None):
+def _fit_that_reports(
+    reports: queue.Queue, epochs: int, then: Callable[[], None] | None = None
+) -> Callable[[], None]:
     """A Train run whose last report and return come back to back: the timing that
     lost the last epoch when Tune's main thread polled two queues in turn."""
 
