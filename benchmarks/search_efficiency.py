@@ -117,10 +117,10 @@ def _variants(scheduler: str) -> dict[str, _Search]:
     }
 
 
-def _phasetunes(variants: list[str]) -> list[str]:
-    """The variants that are phasetune's own search with a setting changed, compared
-    with the peers as phasetune is."""
-    return [name for name in variants if name == INDEPENDENT]
+def _default_variants(scheduler: str) -> tuple[str, ...]:
+    """What ``--variants all`` (and ``run``'s None) runs: the four Ray searches; the
+    independent-TPE variant runs only when named."""
+    return tuple(name for name in _variants(scheduler) if name != INDEPENDENT)
 
 
 def _config(
@@ -450,7 +450,7 @@ def run(
         base["dataset"].update(image_size=16, num_classes=6)
         base["model"].update(width=4, pretrain={"num_samples": 400, "epochs": 1})
     searches = _variants(scheduler)
-    wanted = tuple(s for s in searches if s != INDEPENDENT) if variants is None else variants
+    wanted = _default_variants(scheduler) if variants is None else variants
     chosen = {name: searches[name] for name in searches if name in wanted}
     if earlier_random:
         chosen.setdefault(RANDOM, searches[RANDOM])
@@ -539,11 +539,10 @@ def run(
 def _peers_of(
     rows: list[dict[str, Any]], variants: list[str], peers: list[str]
 ) -> dict[str, dict[str, Any]]:
-    """Each of phasetune's other settings (``_phasetunes``) against each peer."""
-    return {
-        mine: {peer: _against_peer(rows, peer, mine) for peer in peers}
-        for mine in _phasetunes(variants)
-    }
+    """phasetune with independent TPE, where it ran, against each peer."""
+    if INDEPENDENT not in variants:
+        return {}
+    return {INDEPENDENT: {peer: _against_peer(rows, peer, INDEPENDENT) for peer in peers}}
 
 
 def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1073,8 +1072,7 @@ def main() -> None:
         args.scheduler,
         args.tiny,
         args.startup_trials,
-        tuple(v for v in _variants(args.scheduler) if v != INDEPENDENT)
-        + tuple(v for v in args.variants if v in PEERS)
+        _default_variants(args.scheduler) + tuple(v for v in args.variants if v in PEERS)
         if "all" in args.variants
         else tuple(args.variants),
         tuple(args.harder),
