@@ -19,7 +19,10 @@ scenes), with the same data, seed and documented recipes:
   whole plan (``--variants all``: these and phasetune);
 - ``phasetune+independent-tpe``: phasetune's search with ``search.multivariate: false``
   (TPE models each parameter on its own, as the peers' TPE does); run it alone and
-  ``--combine`` its runs with the peers' to compare it with them.
+  ``--combine`` its runs with the peers' to compare it with them;
+- ``phasetune+random-fraction``: phasetune's search with ``search.random_fraction:
+  0.33`` (after TPE's start-up, a third of the trials drawn at random, as BOHB does);
+  run and compare it as the one above.
 
 The quickstart's target is ``val/acc >= --target`` (default 0.75), and the further
 thresholds ``--harder`` (default 0.80, 0.84 and the quickstart's own 0.85) are measured
@@ -98,6 +101,12 @@ PHASETUNE = "phasetune"
 #: phasetune's search with TPE modelling each parameter on its own, as the peers' TPE
 #: does (Optuna's default), instead of each strategy's parameters jointly.
 INDEPENDENT = "phasetune+independent-tpe"
+#: phasetune's search with a share of the trials after TPE's start-up drawn at random:
+#: BOHB's third.
+RANDOM_FRACTION = "phasetune+random-fraction"
+#: phasetune's search with one setting changed: run only when named, and compared with
+#: each peer as phasetune is.
+ONE_SETTING_CHANGED = (INDEPENDENT, RANDOM_FRACTION)
 
 
 class _Search(NamedTuple):
@@ -105,6 +114,7 @@ class _Search(NamedTuple):
     scheduler: str
     baselines_first: bool
     multivariate: bool = True
+    random_fraction: float = 0.0
 
 
 def _variants(scheduler: str) -> dict[str, _Search]:
@@ -114,13 +124,14 @@ def _variants(scheduler: str) -> dict[str, _Search]:
         RANDOM: _Search("random", "fifo", False),
         "tpe+fifo": _Search("tpe", "fifo", False),
         INDEPENDENT: _Search("tpe", scheduler, True, multivariate=False),
+        RANDOM_FRACTION: _Search("tpe", scheduler, True, random_fraction=0.33),
     }
 
 
 def _default_variants(scheduler: str) -> tuple[str, ...]:
     """What ``--variants all`` (and ``run``'s None) runs: the four Ray searches; the
-    independent-TPE variant runs only when named."""
-    return tuple(name for name in _variants(scheduler) if name != INDEPENDENT)
+    variants with one setting changed run only when named."""
+    return tuple(name for name in _variants(scheduler) if name not in ONE_SETTING_CHANGED)
 
 
 def _config(
@@ -138,6 +149,7 @@ def _config(
         seed=seed,
         evaluate_baselines=variant.baselines_first,
         multivariate=variant.multivariate,
+        random_fraction=variant.random_fraction,
     )
     raw["storage"] = {"path": root}
     return ExperimentConfig.model_validate(raw)
@@ -539,10 +551,12 @@ def run(
 def _peers_of(
     rows: list[dict[str, Any]], variants: list[str], peers: list[str]
 ) -> dict[str, dict[str, Any]]:
-    """phasetune with independent TPE, where it ran, against each peer."""
-    if INDEPENDENT not in variants:
-        return {}
-    return {INDEPENDENT: {peer: _against_peer(rows, peer, INDEPENDENT) for peer in peers}}
+    """Each variant of phasetune with one setting changed, where it ran, against each peer."""
+    return {
+        variant: {peer: _against_peer(rows, peer, variant) for peer in peers}
+        for variant in ONE_SETTING_CHANGED
+        if variant in variants
+    }
 
 
 def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -962,15 +976,15 @@ def main() -> None:
             "tpe+phase_asha",
             "tpe+fifo",
             RANDOM,
-            INDEPENDENT,
+            *ONE_SETTING_CHANGED,
             *PEERS,
             "all",
         ),
         help=f"searches to run (default: {PHASETUNE} and each peer whose package imports);"
         f" a peer spends {PHASETUNE}'s epochs, so it needs {PHASETUNE}; {RANDOM} alone: only"
-        f" random search, for a later --random-from; {INDEPENDENT}: {PHASETUNE} with"
-        " search.multivariate false (--combine it with the peers' runs to compare); all:"
-        " the four Ray searches",
+        f" random search, for a later --random-from; {INDEPENDENT}, {RANDOM_FRACTION}:"
+        f" {PHASETUNE} with search.multivariate false, or search.random_fraction 0.33"
+        " (--combine them with the peers' runs to compare); all: the four Ray searches",
     )
     parser.add_argument(
         "--grace-period",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from search.config import ExperimentConfig
+from search.random_fraction import RandomFractionSampler
 from search.sampler import IncrementalTPESampler
 from search.study import SoleWriterStorage, StudySearch, rdb_storage
 from spaces import SearchSpace
@@ -60,6 +61,13 @@ def build_searcher(config: ExperimentConfig, space: SearchSpace, study_url: str)
                 # ``group`` is multivariate TPE's way through the conditional space.
                 group=config.search.multivariate,
                 n_startup_trials=config.search.startup_trials,
+            )
+        if config.search.random_fraction:
+            sampler = RandomFractionSampler(
+                sampler,
+                config.search.random_fraction,
+                after_trials=config.search.startup_trials,
+                seed=seed,
             )
     else:
         sampler = optuna.samplers.RandomSampler(seed=seed)

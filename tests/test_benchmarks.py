@@ -725,8 +725,12 @@ def test_search_efficiency_combines_runs_of_other_seeds():
         benchmark.combine([runs[0], runs[0]])
 
 
-def test_search_efficiency_compares_phasetunes_independent_tpe_with_the_peers_too(capsys):
+@pytest.mark.parametrize("variant", ["phasetune+independent-tpe", "phasetune+random-fraction"])
+def test_search_efficiency_compares_phasetune_with_one_setting_changed_with_the_peers_too(
+    capsys, variant
+):
     benchmark = _load("search_efficiency")
+    assert variant in benchmark.ONE_SETTING_CHANGED
     settings = {"trials": 50, "epoch_scale": 0.5, "experiment": "quickstart"}
     # The peer's rows from one run, the variant's from another (as it is run).
     peers_run = {
@@ -738,7 +742,7 @@ def test_search_efficiency_compares_phasetunes_independent_tpe_with_the_peers_to
     }
     variant_run = {
         "settings": settings,
-        "rows": [_efficiency_row(0, benchmark.INDEPENDENT, 10, 90, 1.03)],
+        "rows": [_efficiency_row(0, variant, 10, 90, 1.03)],
     }
     for run in (peers_run, variant_run):
         run["target"] = 0.75
@@ -746,27 +750,36 @@ def test_search_efficiency_compares_phasetunes_independent_tpe_with_the_peers_to
             row["best_val_acc"] = 0.8
     result = benchmark.combine([peers_run, variant_run])
     assert result["peers"]["optuna-hyperband"]["main"]["vs_random"] == pytest.approx(0.5)
-    theirs = result["peers_of"][benchmark.INDEPENDENT]["optuna-hyperband"]
+    theirs = result["peers_of"][variant]["optuna-hyperband"]
     assert theirs["main"]["vs_random"] == pytest.approx(0.25)
     assert theirs["mean_best_target_score"] == pytest.approx(1.03)
+    assert list(result["peers_of"]) == [variant]
     benchmark._print(result, 50, 0.5)
     printed = capsys.readouterr().out
-    assert f"{benchmark.INDEPENDENT} against each peer" in printed
-    assert f"{benchmark.INDEPENDENT} 1.0300, optuna-hyperband 1.0000" in printed
+    assert f"{variant} against each peer" in printed
+    assert f"{variant} 1.0300, optuna-hyperband 1.0000" in printed
 
 
-def test_search_efficiency_builds_the_independent_tpe_variant_as_phasetune_but_one_setting():
+@pytest.mark.parametrize(
+    ("variant", "setting", "value"),
+    [
+        ("phasetune+independent-tpe", "multivariate", False),
+        ("phasetune+random-fraction", "random_fraction", 0.33),
+    ],
+)
+def test_search_efficiency_builds_each_variant_as_phasetune_but_one_setting(
+    variant, setting, value
+):
     benchmark = _load("search_efficiency")
     from search.config import ExperimentConfig
 
     base = ExperimentConfig().model_dump()
     searches = benchmark._variants("strategy_asha")
+    assert variant not in benchmark._default_variants("strategy_asha")
     mine = benchmark._config(base, "a", searches["phasetune"], 3, "/tmp/r").search
-    independent = benchmark._config(base, "b", searches[benchmark.INDEPENDENT], 3, "/tmp/r").search
-    assert not independent.multivariate and mine.multivariate
-    assert independent.model_dump(exclude={"multivariate"}) == mine.model_dump(
-        exclude={"multivariate"}
-    )
+    changed = benchmark._config(base, "b", searches[variant], 3, "/tmp/r").search
+    assert getattr(changed, setting) == value != getattr(mine, setting)
+    assert changed.model_dump(exclude={setting}) == mine.model_dump(exclude={setting})
 
 
 def test_search_efficiency_splits_a_peers_epochs_to_target_into_the_hit_trials_and_others():

@@ -26,6 +26,11 @@ class SearchConfig(_Section):
     #: TPE: model the parameters jointly (one density per strategy's set of
     #: parameters), or each on its own (Optuna's ``TPESampler`` default).
     multivariate: bool = True
+    #: TPE: after the start-up, each trial's chance of being drawn at random instead,
+    #: as BOHB and SMAC interleave random configurations with their models' (TPE
+    #: proposes around its few best trials, and a region the start-up missed is
+    #: rarely tried again).
+    random_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     #: strategy_asha: plain ASHA judged short progressive plans and long single-phase
     #: ones at the same epochs, stopped every single-phase trial at epoch 2 in 2 of 8
     #: seeds of the 50-trial benchmark, and the search never found the recipes random
