@@ -13,7 +13,8 @@ scenes), with the same data, seed and documented recipes:
   enqueued), ``tune-optuna-asha`` (Tune's OptunaSearch and ASHAScheduler, the recipes
   as points_to_evaluate) and ``neps-priorband`` (NePS PriorBand, the recipes as its
   priors). optuna-hyperband and neps-priorband run one trial at a time (in this
-  process, on every core), tune-optuna-asha as many as phasetune;
+  process), tune-optuna-asha as many as phasetune; every peer's trial trains with a
+  phasetune trial's torch threads, so the same configuration trains alike in each;
 - ``tpe+strategy_asha``: phasetune's search without the recipes; ``random+fifo``: random
   search, every trial runs its whole plan; ``tpe+fifo``: TPE alone, every trial runs its
   whole plan (``--variants all``: these and phasetune);
@@ -75,9 +76,9 @@ NePS installs beside torchvision, not in an environment with the CPU-only torch
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
-import os
 import statistics
 import tempfile
 from collections.abc import Mapping
@@ -91,6 +92,7 @@ from search.config import ExperimentConfig, SearchConfig, load_experiment
 from search.experiment import run_search
 from search.ray_runtime import ray_running
 from trainables.data import load_dataset
+from trainables.launch import torch_threads
 from trainables.models import ensure_pretrained
 
 RANDOM = "random+fifo"
@@ -292,31 +294,67 @@ def random_rows_from(
     Raises:
         ValueError: one line naming what does not fit.
     """
-    try:
-        earlier = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise ValueError(f"--random-from {path}: cannot read it ({error})") from None
-    recorded = earlier.get("settings")
-    if not isinstance(recorded, dict):
-        raise ValueError(f"--random-from {path}: it records no settings; use a newer run's --json")
-    for key in COMPARABLE:
-        if recorded.get(key) != settings[key]:
-            raise ValueError(
-                f"--random-from {path}: it ran with {key} {recorded.get(key)!r}, this run"
-                f" with {settings[key]!r}; use the same {key}"
-            )
-    rows = {row["seed"]: row for row in earlier.get("rows", []) if row["variant"] == RANDOM}
+    return _rows_from((path,), settings, seeds, harder, RANDOM, "--random-from", COMPARABLE)
+
+
+#: What phasetune's rows depend on besides ``COMPARABLE``.
+PHASETUNE_SETTINGS = (*COMPARABLE, "experiment", "startup_trials", "scheduler")
+
+
+def phasetune_rows_from(
+    paths: tuple[Path, ...], settings: dict[str, Any], seeds: range, harder: tuple[float, ...]
+) -> dict[int, dict[str, Any]]:
+    """phasetune's rows per seed from earlier runs' ``--json``: the peers' budgets and
+    what they are compared with, so that peers can be run again without it.
+
+    Raises:
+        ValueError: one line naming what does not fit.
+    """
+    return _rows_from(
+        paths, settings, seeds, harder, PHASETUNE, "--phasetune-from", PHASETUNE_SETTINGS
+    )
+
+
+def _rows_from(
+    paths: tuple[Path, ...],
+    settings: dict[str, Any],
+    seeds: range,
+    harder: tuple[float, ...],
+    variant: str,
+    flag: str,
+    keys: tuple[str, ...],
+) -> dict[int, dict[str, Any]]:
+    """``variant``'s rows per seed from earlier runs' ``--json`` that ran with the same
+    ``keys`` of ``settings``, with only the ``harder`` thresholds this run measures."""
+    rows: dict[int, dict[str, Any]] = {}
+    for path in paths:
+        try:
+            earlier = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{flag} {path}: cannot read it ({error})") from None
+        recorded = earlier.get("settings")
+        if not isinstance(recorded, dict):
+            raise ValueError(f"{flag} {path}: it records no settings; use a newer run's --json")
+        for key in keys:
+            if recorded.get(key) != settings[key]:
+                raise ValueError(
+                    f"{flag} {path}: it ran with {key} {recorded.get(key)!r}, this run"
+                    f" with {settings[key]!r}; use the same {key}"
+                )
+        rows.update(
+            (row["seed"], row) for row in earlier.get("rows", []) if row["variant"] == variant
+        )
     missing = [seed for seed in seeds if seed not in rows]
     if missing:
         raise ValueError(
-            f"--random-from {path}: no random search for seed {missing[0]}; use seeds"
-            f" {sorted(rows)} or run random search"
+            f"{flag} {' '.join(map(str, paths))}: no {variant} for seed {missing[0]}; use"
+            f" seeds {sorted(rows)} or run {variant}"
         )
     for threshold in harder:
         if any(str(threshold) not in rows[seed]["harder"] for seed in seeds):
             raise ValueError(
-                f"--random-from {path}: no epochs to --harder {threshold:g}; use"
-                f" thresholds it measured"
+                f"{flag} {' '.join(map(str, paths))}: no epochs to --harder {threshold:g};"
+                " use thresholds it measured"
             )
     # Only the thresholds this run measures, so every variant's rows have the same.
     return {
@@ -408,6 +446,7 @@ def run(
     random_from: Path | None = None,
     experiment: str = "quickstart",
     harder_scores: tuple[float, ...] = (),
+    phasetune_from: tuple[Path, ...] = (),
 ) -> dict[str, Any]:
     """Run ``variants`` (None: phasetune's search and the three other Ray searches) for
     seeds ``first_seed .. first_seed+seeds-1``; epochs to ``target`` and, from the same
@@ -418,7 +457,8 @@ def run(
     so phasetune's search runs first. ``epoch_scale`` and ``samples`` None keep the
     experiment's own. ``early_stopping`` overrides the scheduler's settings
     (``grace_period``, ``grace_fraction``, ``reduction_factor``); ``random_from`` takes
-    random search's rows from an earlier run's ``--json`` instead of running it again.
+    random search's rows from an earlier run's ``--json`` instead of running it again,
+    and ``phasetune_from`` phasetune's (the peers' budgets) from earlier runs'.
 
     Returns:
         ``settings``, ``rows``: one per seed and variant; ``summary``: per variant,
@@ -439,6 +479,10 @@ def run(
     earlier_random = (
         random_rows_from(random_from, settings, seed_range, harder) if random_from else {}
     )
+    earlier_phasetune = (
+        phasetune_rows_from(phasetune_from, settings, seed_range, harder) if phasetune_from else {}
+    )
+    earlier = {RANDOM: earlier_random, PHASETUNE: earlier_phasetune}
     base = base_config.model_dump()
     base["search"].update(
         num_samples=trials,
@@ -464,8 +508,9 @@ def run(
     searches = _variants(scheduler)
     wanted = _default_variants(scheduler) if variants is None else variants
     chosen = {name: searches[name] for name in searches if name in wanted}
-    if earlier_random:
-        chosen.setdefault(RANDOM, searches[RANDOM])
+    for name, its_rows in earlier.items():
+        if its_rows:
+            chosen.setdefault(name, searches[name])
     peers = [name for name in PEERS if name in wanted]
     if peers and PHASETUNE not in chosen:
         raise ValueError(f"{peers[0]} spends phasetune's epochs; run {PHASETUNE} too")
@@ -473,15 +518,21 @@ def run(
     thresholds = _thresholds(probe, experiment, target, harder, harder_scores)
     metric_names = tuple(t.metric for t in probe.target_list())
     rows = []
-    with tempfile.TemporaryDirectory(prefix="phasetune-bench-") as root, ray_running():
+    to_run = [name for name in chosen if not earlier.get(name)]
+    # The peers that train in this process need no Ray.
+    with (
+        tempfile.TemporaryDirectory(prefix="phasetune-bench-") as root,
+        ray_running() if to_run or "tune-optuna-asha" in peers else contextlib.nullcontext(),
+    ):
         for seed in seed_range:
-            names = [name for name in chosen if not (name == RANDOM and earlier_random)]
+            names = list(to_run)
             # Later searches in one Ray session find its workers warm; rotating the
             # order spreads that over the variants. Peers need phasetune's epochs first.
-            names = names[seed % len(names) :] + names[: seed % len(names)]
+            if names:
+                names = names[seed % len(names) :] + names[: seed % len(names)]
             if peers:
                 names.sort(key=lambda name: name != PHASETUNE)
-            by_variant = {}
+            by_variant = {name: its_rows[seed] for name, its_rows in earlier.items() if its_rows}
             for name in names:
                 config = _config(
                     base, f"{name.replace('+', '_')}-s{seed}", chosen[name], seed, root
@@ -510,7 +561,11 @@ def run(
                 )
                 directory = Path(root) / f"{peer}-s{seed}"
                 directory.mkdir()
-                outcome = PEERS[peer][0](config, log, directory, os.cpu_count() or 1)
+                # A phasetune trial's torch threads, so the same configuration trains
+                # to the same numbers in every search: with 2 threads, seed 5's first
+                # random trial reached val/acc 0.85 where phasetune's reached 0.8354.
+                threads = torch_threads(config.resources.cpus_per_worker)
+                outcome = PEERS[peer][0](config, log, directory, threads)
                 by_variant[peer] = _row(
                     seed,
                     peer,
@@ -522,8 +577,6 @@ def run(
                     outcome.wall_seconds,
                     metric_names,
                 )
-            if earlier_random:
-                by_variant[RANDOM] = earlier_random[seed]
             random = by_variant.get(RANDOM)
             for name in [*chosen, *peers]:
                 row = by_variant[name]
@@ -538,6 +591,7 @@ def run(
     return {
         "settings": settings,
         "random_from": str(random_from) if random_from else None,
+        "phasetune_from": [str(path) for path in phasetune_from],
         "target": target,
         "thresholds": {"main": thresholds[0], "harder": thresholds[1]},
         "phasetune": PHASETUNE,
@@ -1005,6 +1059,14 @@ def main() -> None:
         help="random search's numbers from an earlier run's --json with the same trials,"
         " epoch scale, data size and target (saves running it again)",
     )
+    parser.add_argument(
+        "--phasetune-from",
+        type=Path,
+        nargs="+",
+        default=(),
+        help=f"{PHASETUNE}'s numbers (the peers' budgets) from earlier runs' --json with the"
+        " same settings, so that peers run again without it",
+    )
     parser.add_argument("--tiny", action="store_true", help="smallest size (smoke test)")
     parser.add_argument(
         "--combine",
@@ -1036,8 +1098,15 @@ def main() -> None:
         missing = missing_package(peer)
         if missing:
             parser.error(missing)
-        if PHASETUNE not in args.variants and "all" not in args.variants:
-            parser.error(f"--variants {peer} spends {PHASETUNE}'s epochs; add {PHASETUNE}")
+        if (
+            PHASETUNE not in args.variants
+            and "all" not in args.variants
+            and not args.phasetune_from
+        ):
+            parser.error(
+                f"--variants {peer} spends {PHASETUNE}'s epochs; add {PHASETUNE}"
+                " or --phasetune-from"
+            )
     if args.random_from and args.experiment != "quickstart":
         parser.error("--random-from: the committed random searches are the quickstart's")
     unknown = set(args.variants) - set(_variants(args.scheduler)) - set(PEERS) - {"all"}
@@ -1069,6 +1138,8 @@ def main() -> None:
                 range(args.first_seed, args.first_seed + args.seeds),
                 tuple(args.harder),
             )
+        if args.phasetune_from and PHASETUNE in args.variants:
+            raise ValueError(f"--phasetune-from with --variants {PHASETUNE}: run it, or take it")
     except ValueError as error:
         parser.error(str(error))
     try:
@@ -1101,6 +1172,7 @@ def main() -> None:
             if args.experiment == "multitask"
             else ()
         ),
+        tuple(args.phasetune_from),
     )
     _print(result, args.trials, result["settings"]["epoch_scale"])
     if args.json:

@@ -51,7 +51,7 @@ from search.config import ExperimentConfig
 from search.searcher import max_epochs
 from spaces import Categorical, Fixed, FloatRange, IntRange, SearchSpace, StrategySpace
 from trainables.engine import CHECKPOINT_FILE, EngineContext, run_plan
-from trainables.launch import plan_for_trial
+from trainables.launch import plan_for_trial, torch_threads
 
 __all__ = [
     "PEERS",
@@ -335,7 +335,9 @@ def _tune_trial(
 
     experiment_config = ExperimentConfig.model_validate(experiment)
     log = EpochLog(Path(log_path), budget, target_metrics(experiment_config))
-    runner = _Runner(experiment_config, log, threads=1)
+    runner = _Runner(
+        experiment_config, log, torch_threads(experiment_config.resources.cpus_per_worker)
+    )
     trial = tune.get_context().get_trial_name()
     try:
         runner.train(trial, config, on_epoch=lambda metrics: tune.report(_reported(metrics)))

@@ -183,7 +183,7 @@ def test_search_efficiency_refuses_random_search_alone_from_a_file(tmp_path):
     [
         ({"settings": None}, "records no settings; use a newer run's --json"),
         ({"settings": {"trials": 30}}, "ran with trials 30, this run with 50; use the same trials"),
-        ({"rows": []}, "no random search for seed 6; use seeds [] or run random search"),
+        ({"rows": []}, "no random+fifo for seed 6; use seeds [] or run random+fifo"),
         ({"harder": {}}, "no epochs to --harder 0.8; use thresholds it measured"),
     ],
 )
@@ -611,11 +611,21 @@ def test_neps_space_carries_the_documents_recipes_as_priors():
 
 
 def test_search_efficiency_gives_each_peer_phasetune_epochs_and_compares(
-    ray_session, tmp_path, capsys
+    ray_session, tmp_path, capsys, monkeypatch
 ):
     benchmark = _load("search_efficiency")
     sizes = dict(trials=3, seeds=1, epoch_scale=0.1, samples=360, target=0.1, tiny=True)
+    peer, _ = benchmark.PEERS["optuna-hyperband"]
+    threads = []
+
+    def counting_threads(config, log, root, torch_threads):
+        threads.append(torch_threads)
+        return peer(config, log, root, torch_threads)
+
+    monkeypatch.setitem(benchmark.PEERS, "optuna-hyperband", (counting_threads, "optuna"))
     result = benchmark.run(**sizes, variants=("phasetune", "optuna-hyperband"), harder=(1.01,))
+    # A phasetune trial's threads (1 CPU per worker), whatever the machine's cores.
+    assert threads == [1]
     rows = {row["variant"]: row for row in result["rows"]}
     assert set(rows) == {"phasetune", "optuna-hyperband"}
     assert rows["optuna-hyperband"]["epochs"] == rows["phasetune"]["epochs"]
@@ -629,6 +639,32 @@ def test_search_efficiency_gives_each_peer_phasetune_epochs_and_compares(
     assert "goal, best recipe: phasetune's mean best target_score >= every peer's" in out
     with pytest.raises(ValueError, match="spends phasetune's epochs; run phasetune too"):
         benchmark.run(**sizes, variants=("optuna-hyperband",))
+
+    # The peer again, phasetune's numbers taken from the first run: no Ray, the same
+    # budget, and the same epochs as the first time (the same threads, the same seed).
+    earlier = tmp_path / "first.json"
+    earlier.write_text(json.dumps(result))
+
+    def no_ray():
+        raise AssertionError("Ray started for a peer that trains in this process")
+
+    monkeypatch.setattr(benchmark, "ray_running", no_ray)
+    again = benchmark.run(
+        **sizes, variants=("optuna-hyperband",), harder=(1.01,), phasetune_from=(earlier,)
+    )
+    assert again["phasetune_from"] == [str(earlier)]
+    rows_again = {row["variant"]: row for row in again["rows"]}
+    assert rows_again["phasetune"]["epochs"] == rows["phasetune"]["epochs"]
+    assert rows_again["optuna-hyperband"]["trace"] == rows["optuna-hyperband"]["trace"]
+    assert again["peers"]["optuna-hyperband"]["main"]["vs_random"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="the same startup_trials$"):
+        benchmark.run(
+            **sizes,
+            variants=("optuna-hyperband",),
+            harder=(1.01,),
+            phasetune_from=(earlier,),
+            startup_trials=4,
+        )
 
 
 def test_search_efficiency_refuses_a_peer_without_phasetune():
@@ -647,7 +683,10 @@ def test_search_efficiency_refuses_a_peer_without_phasetune():
     assert (
         finished.stderr.strip()
         .splitlines()[-1]
-        .endswith("--variants optuna-hyperband spends phasetune's epochs; add phasetune")
+        .endswith(
+            "--variants optuna-hyperband spends phasetune's epochs; add phasetune"
+            " or --phasetune-from"
+        )
     )
 
 
