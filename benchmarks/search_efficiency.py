@@ -1087,7 +1087,8 @@ def main() -> None:
             args.json.write_text(json.dumps(result, indent=2) + "\n")
         return
     if args.variants is None:
-        args.variants = [PHASETUNE]
+        # phasetune's numbers taken from earlier runs: the peers alone.
+        args.variants = [] if args.phasetune_from else [PHASETUNE]
         for peer in PEERS:
             missing = missing_package(peer)
             if missing:
@@ -1138,8 +1139,10 @@ def main() -> None:
                 range(args.first_seed, args.first_seed + args.seeds),
                 tuple(args.harder),
             )
-        if args.phasetune_from and PHASETUNE in args.variants:
-            raise ValueError(f"--phasetune-from with --variants {PHASETUNE}: run it, or take it")
+        if args.phasetune_from and {PHASETUNE, "all"} & set(args.variants):
+            raise ValueError(
+                f"--phasetune-from with --variants {PHASETUNE} (or all): run it, or take it"
+            )
     except ValueError as error:
         parser.error(str(error))
     try:

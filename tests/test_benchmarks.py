@@ -690,6 +690,32 @@ def test_search_efficiency_refuses_a_peer_without_phasetune():
     )
 
 
+@pytest.mark.parametrize("variants", [["phasetune", "optuna-hyperband"], ["all"]])
+def test_search_efficiency_refuses_to_run_phasetune_and_take_it_from_a_file(tmp_path, variants):
+    finished = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "search_efficiency.py"),
+            "--variants",
+            *variants,
+            "--phasetune-from",
+            str(tmp_path / "earlier.json"),
+            "--json",
+            str(tmp_path / "out.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 2
+    assert (
+        finished.stderr.strip()
+        .splitlines()[-1]
+        .endswith("--phasetune-from with --variants phasetune (or all): run it, or take it")
+    )
+    assert not (tmp_path / "out.json").exists()
+
+
 def test_a_peer_trial_paused_at_a_rung_continues_as_if_never_paused(tmp_path):
     """What a promotion does (PriorBand's, from ``previous_pipeline_directory``)."""
     peers = _load("search_peers")
