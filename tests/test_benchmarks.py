@@ -152,28 +152,23 @@ def test_search_efficiency_runs_random_search_alone_for_a_later_comparison(
     assert rows[0]["epochs"] == result["rows"][0]["epochs"]
 
 
-def test_search_efficiency_refuses_random_search_alone_from_a_file(tmp_path):
+def _refused_line(*args: str) -> str:
+    """search_efficiency.py run with ``args``: it exits 2; the last line it wrote."""
     finished = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARKS / "search_efficiency.py"),
-            "--variants",
-            "random+fifo",
-            "--random-from",
-            str(tmp_path / "random.json"),
-        ],
+        [sys.executable, str(BENCHMARKS / "search_efficiency.py"), *args],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert finished.returncode == 2
-    assert (
-        finished.stderr.strip()
-        .splitlines()[-1]
-        .endswith(
-            "--random-from with --variants random+fifo alone leaves nothing to run;"
-            " name the searches to compare with it"
-        )
+    return finished.stderr.strip().splitlines()[-1]
+
+
+def test_search_efficiency_refuses_random_search_alone_from_a_file(tmp_path):
+    random = str(tmp_path / "random.json")
+    assert _refused_line("--variants", "random+fifo", "--random-from", random).endswith(
+        "--random-from with --variants random+fifo alone leaves nothing to run;"
+        " name the searches to compare with it"
     )
     assert not (tmp_path / "random.json").exists()
 
@@ -221,21 +216,7 @@ def test_search_efficiency_reads_the_committed_random_search(seeds, last_to_85):
 
 
 def test_search_efficiency_refuses_a_variant_its_scheduler_does_not_run():
-    finished = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARKS / "search_efficiency.py"),
-            "--scheduler",
-            "phase_asha",
-            "--variants",
-            "tpe+asha",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert finished.returncode == 2
-    last_line = finished.stderr.strip().splitlines()[-1]
+    last_line = _refused_line("--scheduler", "phase_asha", "--variants", "tpe+asha")
     assert "--variants tpe+asha does not run with --scheduler phase_asha" in last_line
     assert last_line.endswith("use tpe+phase_asha")
 
@@ -668,51 +649,16 @@ def test_search_efficiency_gives_each_peer_phasetune_epochs_and_compares(
 
 
 def test_search_efficiency_refuses_a_peer_without_phasetune():
-    finished = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARKS / "search_efficiency.py"),
-            "--variants",
-            "optuna-hyperband",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert finished.returncode == 2
-    assert (
-        finished.stderr.strip()
-        .splitlines()[-1]
-        .endswith(
-            "--variants optuna-hyperband spends phasetune's epochs; add phasetune"
-            " or --phasetune-from"
-        )
+    assert _refused_line("--variants", "optuna-hyperband").endswith(
+        "--variants optuna-hyperband spends phasetune's epochs; add phasetune or --phasetune-from"
     )
 
 
 @pytest.mark.parametrize("variants", [["phasetune", "optuna-hyperband"], ["all"]])
 def test_search_efficiency_refuses_to_run_phasetune_and_take_it_from_a_file(tmp_path, variants):
-    finished = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARKS / "search_efficiency.py"),
-            "--variants",
-            *variants,
-            "--phasetune-from",
-            str(tmp_path / "earlier.json"),
-            "--json",
-            str(tmp_path / "out.json"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert finished.returncode == 2
-    assert (
-        finished.stderr.strip()
-        .splitlines()[-1]
-        .endswith("--phasetune-from with --variants phasetune (or all): run it, or take it")
-    )
+    earlier, out = str(tmp_path / "earlier.json"), str(tmp_path / "out.json")
+    line = _refused_line("--variants", *variants, "--phasetune-from", earlier, "--json", out)
+    assert line.endswith("--phasetune-from with --variants phasetune (or all): run it, or take it")
     assert not (tmp_path / "out.json").exists()
 
 
