@@ -281,6 +281,10 @@ def _comparable(
     return dict(zip(COMPARABLE, (trials, epoch_scale, samples, target, tiny), strict=True))
 
 
+class EarlierRunError(ValueError):
+    """An earlier run's ``--json`` that cannot stand in for a search of this run."""
+
+
 def random_rows_from(
     path: Path, settings: dict[str, Any], seeds: range, harder: tuple[float, ...]
 ) -> dict[int, dict[str, Any]]:
@@ -294,7 +298,8 @@ def random_rows_from(
     Raises:
         ValueError: one line naming what does not fit.
     """
-    return _rows_from((path,), settings, seeds, harder, RANDOM, "--random-from", COMPARABLE)
+    labels = tuple(str(threshold) for threshold in harder)
+    return _rows_from((path,), settings, seeds, labels, RANDOM, "--random-from", COMPARABLE)
 
 
 #: What phasetune's rows depend on besides ``COMPARABLE``.
@@ -302,16 +307,17 @@ PHASETUNE_SETTINGS = (*COMPARABLE, "experiment", "startup_trials", "scheduler")
 
 
 def phasetune_rows_from(
-    paths: tuple[Path, ...], settings: dict[str, Any], seeds: range, harder: tuple[float, ...]
+    paths: tuple[Path, ...], settings: dict[str, Any], seeds: range, labels: tuple[str, ...]
 ) -> dict[int, dict[str, Any]]:
     """phasetune's rows per seed from earlier runs' ``--json``: the peers' budgets and
-    what they are compared with, so that peers can be run again without it.
+    what they are compared with, so that peers can be run again without it. ``labels``:
+    the further thresholds this run measures (``_thresholds``' keys).
 
     Raises:
-        ValueError: one line naming what does not fit.
+        EarlierRunError: one line naming what does not fit.
     """
     return _rows_from(
-        paths, settings, seeds, harder, PHASETUNE, "--phasetune-from", PHASETUNE_SETTINGS
+        paths, settings, seeds, labels, PHASETUNE, "--phasetune-from", PHASETUNE_SETTINGS
     )
 
 
@@ -319,25 +325,28 @@ def _rows_from(
     paths: tuple[Path, ...],
     settings: dict[str, Any],
     seeds: range,
-    harder: tuple[float, ...],
+    labels: tuple[str, ...],
     variant: str,
     flag: str,
     keys: tuple[str, ...],
 ) -> dict[int, dict[str, Any]]:
     """``variant``'s rows per seed from earlier runs' ``--json`` that ran with the same
-    ``keys`` of ``settings``, with only the ``harder`` thresholds this run measures."""
+    ``keys`` of ``settings``, with only the further thresholds (``labels``) this run
+    measures."""
     rows: dict[int, dict[str, Any]] = {}
     for path in paths:
         try:
             earlier = json.loads(path.read_text())
         except (OSError, ValueError) as error:
-            raise ValueError(f"{flag} {path}: cannot read it ({error})") from None
+            raise EarlierRunError(f"{flag} {path}: cannot read it ({error})") from None
         recorded = earlier.get("settings")
         if not isinstance(recorded, dict):
-            raise ValueError(f"{flag} {path}: it records no settings; use a newer run's --json")
+            raise EarlierRunError(
+                f"{flag} {path}: it records no settings; use a newer run's --json"
+            )
         for key in keys:
             if recorded.get(key) != settings[key]:
-                raise ValueError(
+                raise EarlierRunError(
                     f"{flag} {path}: it ran with {key} {recorded.get(key)!r}, this run"
                     f" with {settings[key]!r}; use the same {key}"
                 )
@@ -346,19 +355,19 @@ def _rows_from(
         )
     missing = [seed for seed in seeds if seed not in rows]
     if missing:
-        raise ValueError(
+        raise EarlierRunError(
             f"{flag} {' '.join(map(str, paths))}: no {variant} for seed {missing[0]}; use"
             f" seeds {sorted(rows)} or run {variant}"
         )
-    for threshold in harder:
-        if any(str(threshold) not in rows[seed]["harder"] for seed in seeds):
-            raise ValueError(
-                f"{flag} {' '.join(map(str, paths))}: no epochs to --harder {threshold:g};"
-                " use thresholds it measured"
+    for label in labels:
+        if any(label not in rows[seed]["harder"] for seed in seeds):
+            raise EarlierRunError(
+                f"{flag} {' '.join(map(str, paths))}: no epochs to {label}; use thresholds"
+                " it measured"
             )
     # Only the thresholds this run measures, so every variant's rows have the same.
     return {
-        seed: {**rows[seed], "harder": {str(t): rows[seed]["harder"][str(t)] for t in harder}}
+        seed: {**rows[seed], "harder": {label: rows[seed]["harder"][label] for label in labels}}
         for seed in seeds
     }
 
@@ -476,13 +485,6 @@ def run(
         **(early_stopping or {}),
     }
     seed_range = range(first_seed, first_seed + seeds)
-    earlier_random = (
-        random_rows_from(random_from, settings, seed_range, harder) if random_from else {}
-    )
-    earlier_phasetune = (
-        phasetune_rows_from(phasetune_from, settings, seed_range, harder) if phasetune_from else {}
-    )
-    earlier = {RANDOM: earlier_random, PHASETUNE: earlier_phasetune}
     base = base_config.model_dump()
     base["search"].update(
         num_samples=trials,
@@ -505,6 +507,18 @@ def run(
         base["dataset"].update(num_samples=360 if experiment == "quickstart" else 120)
         base["dataset"].update(image_size=16, num_classes=6)
         base["model"].update(width=4, pretrain={"num_samples": 400, "epochs": 1})
+    probe = ExperimentConfig.model_validate(base)
+    thresholds = _thresholds(probe, experiment, target, harder, harder_scores)
+    metric_names = tuple(t.metric for t in probe.target_list())
+    earlier_random = (
+        random_rows_from(random_from, settings, seed_range, harder) if random_from else {}
+    )
+    earlier_phasetune = (
+        phasetune_rows_from(phasetune_from, settings, seed_range, tuple(thresholds[1]))
+        if phasetune_from
+        else {}
+    )
+    earlier = {RANDOM: earlier_random, PHASETUNE: earlier_phasetune}
     searches = _variants(scheduler)
     wanted = _default_variants(scheduler) if variants is None else variants
     chosen = {name: searches[name] for name in searches if name in wanted}
@@ -514,9 +528,6 @@ def run(
     peers = [name for name in PEERS if name in wanted]
     if peers and PHASETUNE not in chosen:
         raise ValueError(f"{peers[0]} spends phasetune's epochs; run {PHASETUNE} too")
-    probe = ExperimentConfig.model_validate(base)
-    thresholds = _thresholds(probe, experiment, target, harder, harder_scores)
-    metric_names = tuple(t.metric for t in probe.target_list())
     rows = []
     to_run = [name for name in chosen if not earlier.get(name)]
     # The peers that train in this process need no Ray.
@@ -1151,7 +1162,18 @@ def main() -> None:
         first = error.errors()[0]
         flag = "--" + str(first["loc"][0]).replace("_", "-")
         parser.error(f"{flag}: {first['msg'].lower()} (got {first['input']!r})")
-    result = run(
+    try:
+        result = _run_from_args(args, early_stopping)
+    except EarlierRunError as error:
+        # Raised before any search starts: one line, nothing written.
+        parser.error(str(error))
+    _print(result, args.trials, result["settings"]["epoch_scale"])
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _run_from_args(args: argparse.Namespace, early_stopping: dict[str, float]) -> dict[str, Any]:
+    return run(
         args.trials,
         args.seeds,
         args.epoch_scale,
@@ -1177,9 +1199,6 @@ def main() -> None:
         ),
         tuple(args.phasetune_from),
     )
-    _print(result, args.trials, result["settings"]["epoch_scale"])
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -179,7 +179,7 @@ def test_search_efficiency_refuses_random_search_alone_from_a_file(tmp_path):
         ({"settings": None}, "records no settings; use a newer run's --json"),
         ({"settings": {"trials": 30}}, "ran with trials 30, this run with 50; use the same trials"),
         ({"rows": []}, "no random+fifo for seed 6; use seeds [] or run random+fifo"),
-        ({"harder": {}}, "no epochs to --harder 0.8; use thresholds it measured"),
+        ({"harder": {}}, "no epochs to 0.8; use thresholds it measured"),
     ],
 )
 def test_search_efficiency_refuses_random_search_that_does_not_fit(tmp_path, change, message):
@@ -652,6 +652,44 @@ def test_search_efficiency_refuses_a_peer_without_phasetune():
     assert _refused_line("--variants", "optuna-hyperband").endswith(
         "--variants optuna-hyperband spends phasetune's epochs; add phasetune or --phasetune-from"
     )
+
+
+def test_search_efficiency_takes_phasetune_of_the_multitask_example_by_its_labels(tmp_path):
+    benchmark = _load("search_efficiency")
+    settings = {
+        "trials": 20,
+        "epoch_scale": 0.1,
+        "samples": 1500,
+        "target": 0.75,
+        "tiny": False,
+        "experiment": "multitask",
+        "startup_trials": 10,
+        "scheduler": "strategy_asha",
+    }
+    hit = {"epochs_to_target": 9}
+    row = {
+        "seed": 2,
+        "variant": "phasetune",
+        "harder": {"val/seg_miou 0.5": hit, "target_score 1.16": hit, "target_score 1.2": hit},
+    }
+    path = tmp_path / "multitask.json"
+    path.write_text(json.dumps({"settings": settings, "rows": [row]}))
+    rows = benchmark.phasetune_rows_from(
+        (path,), settings, range(2, 3), ("val/seg_miou 0.5", "target_score 1.16")
+    )
+    assert list(rows[2]["harder"]) == ["val/seg_miou 0.5", "target_score 1.16"]
+    with pytest.raises(benchmark.EarlierRunError, match="no epochs to target_score 1.18;"):
+        benchmark.phasetune_rows_from((path,), settings, range(2, 3), ("target_score 1.18",))
+
+
+def test_search_efficiency_refuses_a_phasetune_file_that_does_not_fit_in_one_line(tmp_path):
+    earlier, out = tmp_path / "earlier.json", tmp_path / "out.json"
+    earlier.write_text(json.dumps({"settings": {"trials": 12}, "rows": []}))
+    line = _refused_line(
+        "--variants", "optuna-hyperband", "--phasetune-from", str(earlier), "--json", str(out)
+    )
+    assert line.endswith("it ran with trials 12, this run with 30; use the same trials")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("variants", [["phasetune", "optuna-hyperband"], ["all"]])
