@@ -51,7 +51,7 @@ from search.config import ExperimentConfig
 from search.searcher import max_epochs
 from spaces import Categorical, Fixed, FloatRange, IntRange, SearchSpace, StrategySpace
 from trainables.engine import CHECKPOINT_FILE, EngineContext, run_plan
-from trainables.launch import plan_for_trial, torch_threads
+from trainables.launch import plan_for_trial
 
 __all__ = [
     "PEERS",
@@ -329,15 +329,18 @@ def optuna_hyperband(
 
 
 def _tune_trial(
-    config: dict[str, Any], *, experiment: dict[str, Any], log_path: str, budget: int
+    config: dict[str, Any],
+    *,
+    experiment: dict[str, Any],
+    log_path: str,
+    budget: int,
+    threads: int,
 ) -> None:
     from ray import tune
 
     experiment_config = ExperimentConfig.model_validate(experiment)
     log = EpochLog(Path(log_path), budget, target_metrics(experiment_config))
-    runner = _Runner(
-        experiment_config, log, torch_threads(experiment_config.resources.cpus_per_worker)
-    )
+    runner = _Runner(experiment_config, log, threads)
     trial = tune.get_context().get_trial_name()
     try:
         runner.train(trial, config, on_epoch=lambda metrics: tune.report(_reported(metrics)))
@@ -381,6 +384,7 @@ def tune_optuna_asha(
             experiment=config.model_dump(mode="json"),
             log_path=str(log.path),
             budget=log.budget,
+            threads=threads,
         ),
         {"cpu": config.resources.cpus_per_worker},
     )
