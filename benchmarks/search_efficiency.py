@@ -1141,21 +1141,8 @@ def main() -> None:
             f"--random-from with --variants {RANDOM} alone leaves nothing to run;"
             " name the searches to compare with it"
         )
-    # Checked before Ray starts, so a wrong file costs a line, not a search.
-    try:
-        if args.random_from:
-            random_rows_from(
-                args.random_from,
-                _comparable(args.trials, args.epoch_scale, args.samples, args.target, args.tiny),
-                range(args.first_seed, args.first_seed + args.seeds),
-                tuple(args.harder),
-            )
-        if args.phasetune_from and {PHASETUNE, "all"} & set(args.variants):
-            raise ValueError(
-                f"--phasetune-from with --variants {PHASETUNE} (or all): run it, or take it"
-            )
-    except ValueError as error:
-        parser.error(str(error))
+    if args.phasetune_from and {PHASETUNE, "all"} & set(args.variants):
+        parser.error(f"--phasetune-from with --variants {PHASETUNE} (or all): run it, or take it")
     try:
         SearchConfig.model_validate(early_stopping)
     except ValidationError as error:
@@ -1165,7 +1152,8 @@ def main() -> None:
     try:
         result = _run_from_args(args, early_stopping)
     except EarlierRunError as error:
-        # Raised before any search starts: one line, nothing written.
+        # An earlier run's file is read before Ray or any search starts: a wrong one
+        # costs one line, and nothing is written.
         parser.error(str(error))
     _print(result, args.trials, result["settings"]["epoch_scale"])
     if args.json:
