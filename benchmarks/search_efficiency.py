@@ -23,7 +23,10 @@ scenes), with the same data, seed and documented recipes:
   ``--combine`` its runs with the peers' to compare it with them;
 - ``phasetune+random-fraction``: phasetune's search with ``search.random_fraction:
   0.33`` (after TPE's start-up, a third of the trials drawn at random, as BOHB does);
-  run and compare it as the one above.
+  run and compare it as the one above;
+- ``phasetune+one-at-a-time``: phasetune's search with ``search.max_concurrent_trials:
+  1``, so its epochs are counted as the in-process peers' are (no concurrent trial's
+  epochs spent before a hit); run and compare it as the ones above.
 
 The quickstart's target is ``val/acc >= --target`` (default 0.75), and the further
 thresholds ``--harder`` (default 0.80, 0.84 and the quickstart's own 0.85) are measured
@@ -106,9 +109,12 @@ INDEPENDENT = "phasetune+independent-tpe"
 #: phasetune's search with a share of the trials after TPE's start-up drawn at random:
 #: BOHB's third.
 RANDOM_FRACTION = "phasetune+random-fraction"
+#: phasetune's search one trial at a time, as optuna-hyperband and neps-priorband run:
+#: epochs to a target then count no concurrent trial's epochs.
+ONE_AT_A_TIME = "phasetune+one-at-a-time"
 #: phasetune's search with one setting changed: run only when named, and compared with
 #: each peer as phasetune is.
-ONE_SETTING_CHANGED = (INDEPENDENT, RANDOM_FRACTION)
+ONE_SETTING_CHANGED = (INDEPENDENT, RANDOM_FRACTION, ONE_AT_A_TIME)
 
 
 class _Search(NamedTuple):
@@ -117,6 +123,7 @@ class _Search(NamedTuple):
     baselines_first: bool
     multivariate: bool = True
     random_fraction: float = 0.0
+    max_concurrent_trials: int | None = None
 
 
 def _variants(scheduler: str) -> dict[str, _Search]:
@@ -127,6 +134,7 @@ def _variants(scheduler: str) -> dict[str, _Search]:
         "tpe+fifo": _Search("tpe", "fifo", False),
         INDEPENDENT: _Search("tpe", scheduler, True, multivariate=False),
         RANDOM_FRACTION: _Search("tpe", scheduler, True, random_fraction=0.33),
+        ONE_AT_A_TIME: _Search("tpe", scheduler, True, max_concurrent_trials=1),
     }
 
 
@@ -152,6 +160,7 @@ def _config(
         evaluate_baselines=variant.baselines_first,
         multivariate=variant.multivariate,
         random_fraction=variant.random_fraction,
+        max_concurrent_trials=variant.max_concurrent_trials,
     )
     raw["storage"] = {"path": root}
     return ExperimentConfig.model_validate(raw)
@@ -1047,9 +1056,10 @@ def main() -> None:
         ),
         help=f"searches to run (default: {PHASETUNE} and each peer whose package imports);"
         f" a peer spends {PHASETUNE}'s epochs, so it needs {PHASETUNE}; {RANDOM} alone: only"
-        f" random search, for a later --random-from; {INDEPENDENT}, {RANDOM_FRACTION}:"
-        f" {PHASETUNE} with search.multivariate false, or search.random_fraction 0.33"
-        " (--combine them with the peers' runs to compare); all: the four Ray searches",
+        f" random search, for a later --random-from; {INDEPENDENT}, {RANDOM_FRACTION},"
+        f" {ONE_AT_A_TIME}: {PHASETUNE} with search.multivariate false, or"
+        " search.random_fraction 0.33, or search.max_concurrent_trials 1 (--combine them"
+        " with the peers' runs to compare); all: the four Ray searches",
     )
     parser.add_argument(
         "--grace-period",

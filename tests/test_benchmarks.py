@@ -774,7 +774,10 @@ def test_search_efficiency_combines_runs_of_other_seeds():
         benchmark.combine([runs[0], runs[0]])
 
 
-@pytest.mark.parametrize("variant", ["phasetune+independent-tpe", "phasetune+random-fraction"])
+@pytest.mark.parametrize(
+    "variant",
+    ["phasetune+independent-tpe", "phasetune+random-fraction", "phasetune+one-at-a-time"],
+)
 def test_search_efficiency_compares_phasetune_with_one_setting_changed_with_the_peers_too(
     capsys, variant
 ):
@@ -814,6 +817,7 @@ def test_search_efficiency_compares_phasetune_with_one_setting_changed_with_the_
     [
         ("phasetune+independent-tpe", "multivariate", False),
         ("phasetune+random-fraction", "random_fraction", 0.33),
+        ("phasetune+one-at-a-time", "max_concurrent_trials", 1),
     ],
 )
 def test_search_efficiency_builds_each_variant_as_phasetune_but_one_setting(
