@@ -88,6 +88,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import torch
 from pydantic import ValidationError
 from search_peers import PEERS, EpochLog, missing_package, target_metrics
 
@@ -187,6 +188,15 @@ def _reports(experiment_dir: Path) -> list[tuple[float, int, dict[str, Any]]]:
         for r in results
     ]
     return sorted(reports, key=lambda report: report[:2])
+
+
+def _machine() -> str:
+    """What decides how a configuration trains here besides its seed and threads:
+    torch's build and the CPU kernels it picks. Where these differ, the same trial
+    trains to other numbers, so rows from such runs compare as seeds, not trial by
+    trial (seed 4's first ten trials matched in 0 of 10 between an AVX2 machine and an
+    earlier run's)."""
+    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}"
 
 
 def _met(metrics: Mapping[str, Any], threshold: Mapping[str, float]) -> bool:
@@ -571,6 +581,7 @@ def run(
                     outcome.wall_seconds,
                     metric_names,
                 )
+                by_variant[name]["machine"] = _machine()
             for peer in peers:
                 config = _config(base, f"{peer}-s{seed}", searches[PHASETUNE], seed, root)
                 _prepare(config)
@@ -597,6 +608,7 @@ def run(
                     outcome.wall_seconds,
                     metric_names,
                 )
+                by_variant[peer]["machine"] = _machine()
             random = by_variant.get(RANDOM)
             for name in [*chosen, *peers]:
                 row = by_variant[name]
@@ -872,6 +884,13 @@ def _print(result: dict[str, Any], trials: int, epoch_scale: float) -> None:
             f" {row['best_target_score']:>10.4f} {row['best_val_acc']:>8.4f}"
             f" {row.get('trials', '-'):>6} {row['epochs']:>6} {row['wall_s']:>6.0f}"
             f" {_shown(row):>9}"
+        )
+    machines = sorted({row.get("machine", "not recorded") for row in result["rows"]})
+    if len(machines) > 1:
+        print(
+            f"the rows come from {len(machines)} machines ({'; '.join(machines)}): the same"
+            " configuration trains to other numbers on each, so compare them by seed, not"
+            " trial by trial"
         )
     print()
     print(

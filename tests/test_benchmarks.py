@@ -610,6 +610,8 @@ def test_search_efficiency_gives_each_peer_phasetune_epochs_and_compares(
     rows = {row["variant"]: row for row in result["rows"]}
     assert set(rows) == {"phasetune", "optuna-hyperband"}
     assert rows["optuna-hyperband"]["epochs"] == rows["phasetune"]["epochs"]
+    assert rows["phasetune"]["machine"] == rows["optuna-hyperband"]["machine"]
+    assert rows["phasetune"]["machine"].startswith(f"torch {torch.__version__}, ")
     comparison = result["peers"]["optuna-hyperband"]
     expected = rows["phasetune"]["epochs_to_target"] / rows["optuna-hyperband"]["epochs_to_target"]
     assert comparison["main"]["vs_random"] == pytest.approx(expected)
@@ -772,6 +774,30 @@ def test_search_efficiency_combines_runs_of_other_seeds():
         benchmark.combine([runs[0], other])
     with pytest.raises(ValueError, match="seed 0 of phasetune is in two runs"):
         benchmark.combine([runs[0], runs[0]])
+
+
+def test_search_efficiency_says_when_combined_rows_come_from_other_machines(capsys):
+    benchmark = _load("search_efficiency")
+    settings = {"trials": 50, "epoch_scale": 0.5, "experiment": "quickstart"}
+    runs = [
+        {
+            "settings": settings,
+            "target": 0.75,
+            "rows": [_efficiency_row(seed, "phasetune", 20, 100, 1.0)],
+        }
+        for seed in (0, 1)
+    ]
+    for run in runs:
+        run["rows"][0].update(best_val_acc=0.8, machine=benchmark._machine())
+    benchmark._print(benchmark.combine(runs), 50, 0.5)
+    assert "machines" not in capsys.readouterr().out
+    # An earlier run's row, written before rows named their machine.
+    del runs[1]["rows"][0]["machine"]
+    benchmark._print(benchmark.combine(runs), 50, 0.5)
+    assert (
+        f"the rows come from 2 machines (not recorded; {benchmark._machine()})"
+        in capsys.readouterr().out
+    )
 
 
 @pytest.mark.parametrize(
