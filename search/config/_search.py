@@ -29,7 +29,8 @@ class SearchConfig(_Section):
     #: TPE: after the start-up, each trial's chance of being drawn at random instead,
     #: as BOHB and SMAC interleave random configurations with their models' (TPE
     #: proposes around its few best trials, and a region the start-up missed is
-    #: rarely tried again).
+    #: rarely tried again). 0 by default: a third at random did not help the
+    #: quickstart's search over 6 seeds (docs/benchmarks.md).
     random_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     #: strategy_asha: plain ASHA judged short progressive plans and long single-phase
     #: ones at the same epochs, stopped every single-phase trial at epoch 2 in 2 of 8
