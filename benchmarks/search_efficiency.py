@@ -315,7 +315,7 @@ def random_rows_from(
     run's.
 
     Raises:
-        ValueError: one line naming what does not fit.
+        EarlierRunError: one line naming what does not fit.
     """
     labels = tuple(str(threshold) for threshold in harder)
     return _rows_from((path,), settings, seeds, labels, RANDOM, "--random-from", COMPARABLE)
@@ -443,6 +443,7 @@ def _row(
         "trials": trials,
         "epochs": len(reports),
         "wall_s": wall_s,
+        "machine": _machine(),
         # Every epoch in the order it was trained: the trial's start order, its
         # target_score and the targets' metrics, so that other thresholds can be
         # measured from a kept run.
@@ -581,7 +582,6 @@ def run(
                     outcome.wall_seconds,
                     metric_names,
                 )
-                by_variant[name]["machine"] = _machine()
             for peer in peers:
                 config = _config(base, f"{peer}-s{seed}", searches[PHASETUNE], seed, root)
                 _prepare(config)
@@ -608,7 +608,6 @@ def run(
                     outcome.wall_seconds,
                     metric_names,
                 )
-                by_variant[peer]["machine"] = _machine()
             random = by_variant.get(RANDOM)
             for name in [*chosen, *peers]:
                 row = by_variant[name]
